@@ -1,0 +1,174 @@
+"""k2's one typed settings object.
+
+Built once at the edge (CLI start, test fixture) from ``config/k2.toml`` and ``K2_*`` environment
+variables, then passed down. No module reads the environment on its own, so a test can build a
+``Settings`` with a different port or warehouse and run two k2 worlds side by side.
+
+Precedence, highest first: constructor arguments, ``K2_*`` environment variables (nested with
+``__``, e.g. ``K2_KAFKA__BOOTSTRAP_SERVERS``), the TOML file, the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "BrokerSettings",
+    "FeedSettings",
+    "IcebergSettings",
+    "IngestSettings",
+    "KafkaSettings",
+    "LogSettings",
+    "Settings",
+    "load_settings",
+]
+
+DEFAULT_CONFIG_FILE = Path("config/k2.toml")
+
+
+class TopicNames(BaseModel):
+    """Kafka topic per stream. The table a topic lands in is fixed by its role, not its name."""
+
+    trades: str = "trades"
+    quotes: str = "quotes"
+    reference: str = "reference"
+    dlq: str = "dlq"
+
+    def data_topics(self) -> list[str]:
+        return [self.trades, self.quotes, self.reference]
+
+    def all(self) -> list[str]:
+        return [*self.data_topics(), self.dlq]
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: TopicNames = Field(default_factory=TopicNames)
+    partitions: int = Field(default=6, ge=1)
+    group_id: str = "k2-ingest"
+    # librdkafka properties passed through verbatim to producers and consumers.
+    client_properties: dict[str, str | int | bool] = Field(default_factory=dict)
+
+
+class BrokerSettings(BaseModel):
+    """The local single-node Apache Kafka (KRaft) that ``k2 broker`` manages."""
+
+    kafka_version: str = "4.1.1"
+    scala_version: str = "2.13"
+    host: str = "127.0.0.1"
+    port: int = 9092
+    controller_port: int = 9093
+    # Jars live outside the repo so a fresh clone reuses them; the broker's data and pid do not.
+    cache_dir: Path = Path("~/.cache/k2")
+    state_dir: Path = Path(".k2/broker")
+    heap: str = "1G"
+    start_timeout_s: float = 60.0
+
+    @field_validator("cache_dir", "state_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return Path(os.path.expanduser(str(v)))
+
+
+class IcebergSettings(BaseModel):
+    """Catalog choice is configuration only: the same code writes to SQLite+files or REST+S3."""
+
+    catalog_name: str = "k2"
+    type: Literal["sql", "rest"] = "sql"
+    # sql: a SQLAlchemy URI; empty means SQLite at <warehouse>/catalog.db
+    uri: str = ""
+    warehouse: str = ".k2/warehouse"
+    namespace: str = "market"
+    # Extra pyiceberg catalog properties (s3.endpoint, credentials, token, ...).
+    properties: dict[str, str] = Field(default_factory=dict)
+    target_row_group_rows: int = 100_000
+    # Maintenance: keep the table fast for days of commits.
+    expire_snapshots_older_than_s: float = 3600.0
+    keep_min_snapshots: int = 10
+    maintenance_every_commits: int = 200
+    manifest_merge_min_count: int = 50
+
+
+class IngestSettings(BaseModel):
+    consume_batch: int = Field(default=10_000, ge=1)
+    consume_timeout_s: float = 0.5
+    flush_rows: int = Field(default=500_000, ge=1)
+    flush_seconds: float = Field(default=15.0, gt=0)
+    # Consumption pauses (per partition) while this many rows wait for the committer.
+    max_buffered_rows: int = 2_000_000
+    max_message_bytes: int = 16_384
+    future_tolerance_s: float = 300.0
+    known_exchanges: list[str] = Field(default_factory=lambda: ["ASX", "SIM"])
+    supported_schema_versions: list[int] = Field(default_factory=lambda: [1])
+    dedup_max_streams: int = 100_000
+    dedup_max_age_s: float = 7 * 24 * 3600.0
+    tracker_max_open_gaps: int = 10_000
+    writer_id: str = ""
+
+
+class FeedSettings(BaseModel):
+    asx_data_dir: Path = Path("data/asx-2014-03")
+    asx_timezone: str = "Australia/Sydney"
+
+
+class LogSettings(BaseModel):
+    level: str = "INFO"
+    # auto: JSON unless stdout is a terminal.
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="K2_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    iceberg: IcebergSettings = Field(default_factory=IcebergSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    feeds: FeedSettings = Field(default_factory=FeedSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from a TOML file (default ``config/k2.toml`` if it exists) plus environment.
+
+    ``overrides`` are section dicts, e.g. ``load_settings(kafka={"bootstrap_servers": "x:1"})``.
+    """
+    path = config_file if config_file is not None else DEFAULT_CONFIG_FILE
+    if config_file is not None and not path.exists():
+        from k2.errors import ConfigError
+
+        raise ConfigError(f"config file not found: {path}")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path if path.exists() else None)
+
+    loaded = _FromFile(**overrides)
+    return Settings.model_validate(loaded.model_dump())

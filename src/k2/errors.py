@@ -1,0 +1,77 @@
+"""Every error k2 raises on purpose, in one place.
+
+Each carries the facts an operator needs to act (topic, partition, offset, snapshot id) as
+attributes as well as in its message, so logs and metrics can label them without parsing text.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerError",
+    "CommitConflict",
+    "ConfigError",
+    "FeedError",
+    "K2Error",
+    "OffsetsMissing",
+    "ValidationError",
+]
+
+
+class K2Error(Exception):
+    """Base of all k2 errors."""
+
+
+class ConfigError(K2Error):
+    """The configuration is invalid or a referenced file is missing."""
+
+
+class BrokerError(K2Error):
+    """The local Kafka broker could not be fetched, formatted, started or reached."""
+
+
+class FeedError(K2Error):
+    """A feed could not read its source or deliver to Kafka."""
+
+
+class ValidationError(K2Error):
+    """A market message broke a wire-format rule. ``rule`` names the rule (e.g. ``price_not_positive``)."""
+
+    def __init__(self, rule: str, detail: str = "") -> None:
+        self.rule = rule
+        self.detail = detail
+        super().__init__(f"{rule}: {detail}" if detail else rule)
+
+
+class OffsetsMissing(K2Error):
+    """A table holds rows but no snapshot says which Kafka offsets they cover.
+
+    Starting anyway would mean guessing where to resume, which either loses or duplicates rows,
+    so ingest refuses to start until an operator decides.
+    """
+
+    def __init__(self, table: str, snapshot_id: int | None) -> None:
+        self.table = table
+        self.snapshot_id = snapshot_id
+        super().__init__(
+            f"table {table} has rows (snapshot {snapshot_id}) but no k2 offsets in its snapshot history; "
+            "refusing to guess a resume position"
+        )
+
+
+class CommitConflict(K2Error):
+    """Another writer committed offsets for a partition this writer holds: this writer is stale.
+
+    Raised instead of committing, so a zombie writer can never append rows a newer owner of the
+    partition has already written.
+    """
+
+    def __init__(self, table: str, topic: str, partition: int, expected: int | None, found: int | None) -> None:
+        self.table = table
+        self.topic = topic
+        self.partition = partition
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            f"{table}: {topic}[{partition}] stored offset is {found}, this writer expected {expected}; "
+            "another writer owns this partition"
+        )
