@@ -113,6 +113,8 @@ class IngestSettings(BaseModel):
     dedup_max_streams: int = 100_000
     dedup_max_age_s: float = 7 * 24 * 3600.0
     tracker_max_open_gaps: int = 10_000
+    # An open gap older than this is declared lost; a later arrival for it goes to the DLQ.
+    gap_lost_after_s: float = 24 * 3600.0
     writer_id: str = ""
 
 

@@ -8,7 +8,7 @@ never expires the newest snapshot that carries k2 offsets, so the resume positio
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pyiceberg.table import Table
 
@@ -23,7 +23,7 @@ def expire_snapshots(table: Table, older_than_s: float, keep_min: int, now: date
     snaps = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms)
     if len(snaps) <= keep_min:
         return 0
-    cutoff_ms = int(((now or datetime.now(timezone.utc)) - timedelta(seconds=older_than_s)).timestamp() * 1000)
+    cutoff_ms = int(((now or datetime.now(UTC)) - timedelta(seconds=older_than_s)).timestamp() * 1000)
     protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
     offsets_snapshot = read_offsets(table).snapshot_id
     if offsets_snapshot is not None:

@@ -13,6 +13,8 @@ exchange, symbol, session) are rewritten as a unit whenever that stream's gaps c
 
 from __future__ import annotations
 
+import contextlib
+
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
@@ -81,7 +83,9 @@ def _create_market(catalog: Catalog, ident: tuple[str, str], stream: Stream, cfg
     schema = _to_iceberg(market_arrow_schema(stream))
     ts_id = schema.find_field("ts").field_id
     sym_id = schema.find_field("symbol").field_id
-    spec = PartitionSpec(PartitionField(source_id=ts_id, field_id=1000, transform=DayTransform(), name="ts_day"))
+    spec = PartitionSpec(
+        PartitionField(source_id=ts_id, field_id=1000, transform=DayTransform(), name="ts_day")
+    )
     order = SortOrder(SortField(source_id=sym_id, transform=IdentityTransform()), SortField(source_id=ts_id))
     return catalog.create_table(
         ident, schema=schema, partition_spec=spec, sort_order=order, properties=_market_properties(cfg)
@@ -90,10 +94,8 @@ def _create_market(catalog: Catalog, ident: tuple[str, str], stream: Stream, cfg
 
 def ensure_tables(catalog: Catalog, cfg: IcebergSettings) -> dict[str, Table]:
     """Create the namespace and the four tables if missing; return them by table name."""
-    try:
+    with contextlib.suppress(NamespaceAlreadyExistsError):
         catalog.create_namespace(cfg.namespace)
-    except NamespaceAlreadyExistsError:
-        pass
     tables: dict[str, Table] = {}
     for stream, name in TABLE_FOR_STREAM.items():
         ident = (cfg.namespace, name)

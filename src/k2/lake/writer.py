@@ -57,7 +57,9 @@ class TableWriter:
         self._table.refresh()
         return read_offsets(self._table).for_topic(self._topic)
 
-    def commit(self, rows: pa.Table, offsets: dict[int, int], expected: dict[int, int | None]) -> CommitResult:
+    def commit(
+        self, rows: pa.Table, offsets: dict[int, int], expected: dict[int, int | None]
+    ) -> CommitResult:
         """Append ``rows`` with ``offsets`` (next offset per partition covered by this commit).
 
         ``expected[p]`` is the stored offset this writer's buffer for ``p`` started from (None if
@@ -93,4 +95,6 @@ class TableWriter:
                 time.perf_counter() - started,
                 attempt,
             )
-        raise CommitFailedException(f"{self.name}: gave up after {self._max_attempts} concurrent-commit retries")
+        raise CommitFailedException(
+            f"{self.name}: gave up after {self._max_attempts} concurrent-commit retries"
+        )

@@ -1,0 +1,250 @@
+"""The ``k2`` command: thin wrappers over library functions that tests call directly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from k2.config import Settings, load_settings
+from k2.errors import K2Error
+from k2.logs import configure_logging
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="k2: market data from Kafka into Iceberg.")
+broker_app = typer.Typer(no_args_is_help=True, help="The local Apache Kafka broker (KRaft, no Docker).")
+feed_app = typer.Typer(no_args_is_help=True, help="Put market messages on Kafka.")
+replay_app = typer.Typer(no_args_is_help=True, help="Replay recorded exchange data.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (results written to a file).")
+app.add_typer(broker_app, name="broker")
+app.add_typer(feed_app, name="feed")
+feed_app.add_typer(replay_app, name="replay")
+app.add_typer(bench_app, name="bench")
+
+console = Console(stderr=True)
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config (default config/k2.toml)")
+]
+
+
+class _State:
+    config: Path | None = None
+
+
+@app.callback()
+def _main(config: ConfigOption = None) -> None:
+    _State.config = config
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings(_State.config)
+    except K2Error as e:
+        _fail(str(e))
+    configure_logging(settings.log)
+    return settings
+
+
+def _fail(message: str, code: int = 1) -> Any:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+# -- broker -------------------------------------------------------------------------------------
+
+
+def _broker(settings: Settings) -> Any:
+    from k2.broker import LocalBroker
+
+    return LocalBroker(settings.broker, settings.kafka)
+
+
+@broker_app.command("fetch")
+def broker_fetch() -> None:
+    """Download Apache Kafka's jars from Maven Central into the cache."""
+    try:
+        path = _broker(_settings()).fetch()
+    except K2Error as e:
+        _fail(str(e))
+    console.print(f"kafka jars in {path}")
+
+
+@broker_app.command("start")
+def broker_start() -> None:
+    """Start the broker (fetching it first if needed) and create the topics. No-op if running."""
+    try:
+        status = _broker(_settings()).start()
+    except K2Error as e:
+        _fail(str(e))
+    console.print(f"broker running: pid {status.pid}, {status.bootstrap}")
+
+
+@broker_app.command("stop")
+def broker_stop() -> None:
+    """Stop the broker started by ``k2 broker start``."""
+    _broker(_settings()).stop()
+    console.print("broker stopped")
+
+
+@broker_app.command("status")
+def broker_status() -> None:
+    """Print whether the broker runs, and where."""
+    status = _broker(_settings()).status()
+    typer.echo(json.dumps({"running": status.running, "pid": status.pid, "bootstrap": status.bootstrap}))
+    if not status.running:
+        raise typer.Exit(3)
+
+
+@broker_app.command("reset")
+def broker_reset() -> None:
+    """Stop the broker and delete its data (topics and all messages)."""
+    _broker(_settings()).wipe()
+    console.print("broker stopped and its data deleted")
+
+
+# -- feeds --------------------------------------------------------------------------------------
+
+
+def _speed(value: str) -> float | None:
+    if value == "max":
+        return None
+    try:
+        speed = float(value)
+    except ValueError:
+        _fail(f"--speed must be a number or 'max', got {value!r}", 2)
+    if speed <= 0:
+        _fail("--speed must be positive", 2)
+    return speed
+
+
+@replay_app.command("asx")
+def replay_asx(
+    speed: Annotated[str, typer.Option(help="Multiple of real time (10 = 10x), or 'max'.")] = "max",
+    report: Annotated[Path | None, typer.Option(help="Write what was produced as JSON here.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Replay the ASX March 2014 sample (trades, quotes, reference data) onto Kafka."""
+    from k2.feeds.asx import replay_asx as replay
+
+    settings = _settings()
+    try:
+        result = replay(settings, speed=_speed(speed), report_path=report, progress=progress)
+    except K2Error as e:
+        _fail(str(e))
+    console.print(result.rich_table())
+
+
+@feed_app.command("simulate")
+def simulate(
+    rate: Annotated[float, typer.Option(help="Target msg/s (0 = as fast as possible).")] = 1000.0,
+    duration: Annotated[float | None, typer.Option(help="Seconds to run.")] = None,
+    messages: Annotated[int | None, typer.Option(help="Total valid messages to produce.")] = None,
+    seed: Annotated[int, typer.Option()] = 7,
+    tier1: Annotated[int, typer.Option(help="Tier-1 (most active) symbols.")] = 10,
+    tier2: Annotated[int, typer.Option(help="Tier-2 symbols.")] = 40,
+    tier3: Annotated[int, typer.Option(help="Tier-3 symbols.")] = 150,
+    zipf: Annotated[float, typer.Option(help="Zipf exponent of activity skew.")] = 1.1,
+    quote_ratio: Annotated[float, typer.Option(help="Share of quotes among market messages.")] = 0.6,
+    gap_rate: Annotated[float, typer.Option()] = 0.0,
+    duplicate_rate: Annotated[float, typer.Option()] = 0.0,
+    reorder_rate: Annotated[float, typer.Option()] = 0.0,
+    poison_rate: Annotated[float, typer.Option()] = 0.0,
+    burst_multiplier: Annotated[float, typer.Option(help="Burst: rate x k ...")] = 1.0,
+    burst_seconds: Annotated[float, typer.Option(help="... for t seconds ...")] = 0.0,
+    burst_start: Annotated[float, typer.Option(help="... starting after s seconds.")] = 0.0,
+    session: Annotated[int | None, typer.Option(help="Session (YYYYMMDD); default today UTC.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write what was produced as JSON here.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Synthetic market: tiered symbols, Zipf-skewed activity, random-walk prices, fault knobs."""
+    from k2.feeds.simulator import SimulatorConfig
+    from k2.feeds.simulator import simulate as run
+
+    if duration is None and messages is None:
+        _fail("give --duration or --messages", 2)
+    fields: dict[str, Any] = dict(
+        seed=seed, rate=rate, duration_s=duration, messages=messages, tier1=tier1, tier2=tier2, tier3=tier3,
+        zipf=zipf, quote_ratio=quote_ratio, gap_rate=gap_rate, duplicate_rate=duplicate_rate,
+        reorder_rate=reorder_rate, poison_rate=poison_rate, burst_multiplier=burst_multiplier,
+        burst_seconds=burst_seconds, burst_start_s=burst_start,
+    )  # fmt: skip
+    if session is not None:
+        fields["session"] = session
+    settings = _settings()
+    try:
+        config = SimulatorConfig(**fields)
+        result = run(settings, config, report_path=report, progress=progress)
+    except (K2Error, ValueError) as e:
+        _fail(str(e), 2)
+    console.print(result.rich_table())
+
+
+# -- ingest -------------------------------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    exit_when_idle: Annotated[
+        float | None, typer.Option(help="Exit after S seconds with nothing new and everything committed.")
+    ] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option(help="Stop (after committing) after S seconds.")
+    ] = None,
+    writer_id: Annotated[str | None, typer.Option(help="Name of this writer in snapshot summaries.")] = None,
+) -> None:
+    """Consume trades, quotes and reference data from Kafka into Iceberg, exactly once."""
+    from k2.ingest import IngestApp
+
+    settings = _settings()
+    try:
+        ingest_app = IngestApp(settings, writer_id=writer_id)
+        ingest_app.install_signal_handlers()
+        result = ingest_app.run(exit_when_idle=exit_when_idle, max_seconds=max_seconds)
+    except K2Error as e:
+        _fail(str(e), 3)
+    console.print(
+        f"ingest {result.exit_reason}: consumed {result.consumed:,}, landed {result.landed}, "
+        f"rejected {result.rejected}, duplicates {result.duplicates:,}, commits {result.commits}"
+    )
+
+
+# -- inspection ---------------------------------------------------------------------------------
+
+
+@app.command()
+def tables() -> None:
+    """Row counts, snapshot and stored Kafka offsets of every k2 table."""
+    from k2.lake import ensure_tables, open_catalog, read_offsets
+
+    settings = _settings()
+    out: dict[str, Any] = {}
+    for name, table in ensure_tables(open_catalog(settings.iceberg), settings.iceberg).items():
+        snap = table.current_snapshot()
+        stored = read_offsets(table)
+        out[name] = {
+            "rows": int(snap.summary["total-records"] or 0) if snap and snap.summary else 0,
+            "snapshot_id": snap.snapshot_id if snap else None,
+            "snapshots": len(table.metadata.snapshots),
+            "offsets": stored.by_topic,
+        }
+    typer.echo(json.dumps(out, indent=2))
+
+
+@app.command("schema")
+def schema(
+    out: Annotated[Path, typer.Option(help="Directory for the JSON Schema files.")] = Path("docs/schema"),
+) -> None:
+    """Write the wire format's JSON Schema files (one per stream)."""
+    from k2.wire import STREAMS, json_schema
+
+    out.mkdir(parents=True, exist_ok=True)
+    for stream in STREAMS:
+        path = out / f"{stream}.schema.json"
+        path.write_text(json.dumps(json_schema(stream), indent=2, sort_keys=True) + "\n")
+        console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

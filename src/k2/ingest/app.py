@@ -1,0 +1,404 @@
+"""The ingest process: the Kafka consume loop that wires every stage together.
+
+Exactly-once rests on three rules kept here:
+- the resume position is the offsets stored in the Iceberg snapshot (``on_assign`` seeks to them);
+  Kafka's group offsets are committed only as an advisory signal for lag;
+- a partition's sequencing state, buffered rows and offsets move with its assignment: they are
+  rebuilt from Iceberg on assign and dropped on revoke (after any in-flight commit has finished),
+  so several ingest processes can share one consumer group;
+- the committer thread is the only writer, and it checks offset continuity on every commit.
+
+Consumption pauses (per partition) when the committer falls behind, so the live buffer is
+bounded; Kafka keeps everything not yet committed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from k2.config import Settings
+from k2.ingest.committer import Committer, FlushWork, StreamWork, stream_key
+from k2.ingest.dlq import DeadLetter, DeadLetterQueue
+from k2.ingest.restore import restore_partitions
+from k2.ingest.sequencing import PartitionSequencing, apply_sequencing
+from k2.lake import TABLE_FOR_STREAM, TableWriter, ensure_tables, open_catalog, read_offsets
+from k2.lake.tables import GAPS_TABLE
+from k2.live_buffer import BufferContent, LiveBuffer
+from k2.logs import get_logger
+from k2.validation import ValidationRules, decode_batch
+from k2.wire import Stream
+
+__all__ = ["IngestApp", "IngestReport"]
+
+
+@dataclass(slots=True)
+class _Partition:
+    """Everything this process holds for one assigned topic partition."""
+
+    sequencing: PartitionSequencing
+    committed: int | None  # next offset stored in Iceberg (None: nothing stored yet)
+    consumed: int | None = None  # next offset after the last message taken into the buffer
+
+
+@dataclass(slots=True)
+class IngestReport:
+    consumed: int = 0
+    landed: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    unplaceable: int = 0
+    commits: int = 0
+    seconds: float = 0.0
+    peak_rss_bytes: int = 0
+    exit_reason: str = ""
+
+
+class IngestApp:
+    def __init__(self, settings: Settings, writer_id: str | None = None) -> None:
+        self._s = settings
+        self.writer_id = (
+            writer_id
+            or settings.ingest.writer_id
+            or (f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        )
+        self._log = get_logger("ingest", writer=self.writer_id)
+        topics = settings.kafka.topics
+        self._stream_of: dict[str, Stream] = {
+            topics.trades: "trades",
+            topics.quotes: "quotes",
+            topics.reference: "reference",
+        }
+        self._topic_of: dict[Stream, str] = {v: k for k, v in self._stream_of.items()}
+        catalog = open_catalog(settings.iceberg)
+        self._tables = ensure_tables(catalog, settings.iceberg)
+        self._writers = {
+            stream: TableWriter(
+                self._tables[TABLE_FOR_STREAM[stream]], self._topic_of[stream], self.writer_id
+            )
+            for stream in self._topic_of
+        }
+        for writer in self._writers.values():  # fail fast: rows without offsets is an operator decision
+            writer.stored_offsets()
+        ing = settings.ingest
+        self._rules = ValidationRules(
+            known_exchanges=frozenset(ing.known_exchanges),
+            supported_schema_versions=frozenset(ing.supported_schema_versions),
+            max_message_bytes=ing.max_message_bytes,
+            future_tolerance_us=int(ing.future_tolerance_s * 1e6),
+        )
+        self._lock = threading.RLock()
+        self._parts: dict[tuple[str, int], _Partition] = {}
+        self.buffer = LiveBuffer()
+        self._dlq = DeadLetterQueue(
+            settings.kafka.bootstrap_servers,
+            topics.dlq,
+            self.writer_id,
+            {k: v for k, v in settings.kafka.client_properties.items()},
+        )
+        self._committer = Committer(
+            self.buffer,
+            self._writers,
+            self._tables[GAPS_TABLE],
+            self._dlq,
+            self._collect,
+            self._on_committed,
+            ing,
+            settings.iceberg,
+        )
+        self._advisory: list[TopicPartition] = []
+        self._paused = False
+        self._stop = threading.Event()
+        self._assigned_once = False
+        self.report = IngestReport()
+        self._consumer: Consumer | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, exit_when_idle: float | None = None, max_seconds: float | None = None) -> IngestReport:
+        started = time.monotonic()
+        self._consumer = self._make_consumer()
+        self._committer.start()
+        last_data = time.monotonic()
+        last_log = last_data
+        try:
+            while not self._stop.is_set():
+                if self._committer.error is not None:
+                    raise self._committer.error
+                self._apply_backpressure()
+                msgs = self._consumer.consume(self._s.ingest.consume_batch, self._s.ingest.consume_timeout_s)
+                self._commit_advisory()
+                now = time.monotonic()
+                if msgs:
+                    self._process(msgs)
+                    last_data = now
+                elif exit_when_idle is not None and self._assigned_once and now - last_data >= exit_when_idle:
+                    if self._drained():
+                        self.report.exit_reason = "idle"
+                        break
+                    self._committer.request_flush()
+                if max_seconds is not None and now - started >= max_seconds:
+                    self.report.exit_reason = "max_seconds"
+                    break
+                if now - last_log >= 5:
+                    last_log = now
+                    self._log_progress()
+            else:
+                self.report.exit_reason = self.report.exit_reason or "stopped"
+            self._committer.stop()
+            if self._committer.error is not None:
+                raise self._committer.error
+            self._committer.flush_now()
+            self._commit_advisory()
+        finally:
+            self._committer.stop()
+            self._consumer.close()
+            self.report.seconds = time.monotonic() - started
+            self.report.commits = self._committer.commits
+            self.report.landed = dict(self._committer.rows_committed)
+            self.report.peak_rss_bytes = _peak_rss()
+        self._log.info("ingest_stopped", **_asdict(self.report))
+        return self.report
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stop())
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    def _make_consumer(self) -> Consumer:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self._s.kafka.bootstrap_servers,
+            "group.id": self._s.kafka.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 8 * 1024 * 1024,
+            "queued.max.messages.kbytes": 256 * 1024,
+            "fetch.wait.max.ms": 100,
+            "session.timeout.ms": 15000,
+            **self._s.kafka.client_properties,
+        }
+        consumer = Consumer(conf)
+        consumer.subscribe(
+            list(self._stream_of), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        return consumer
+
+    def _process(self, msgs: list[Message]) -> None:
+        errors = [m for m in msgs if m.error() is not None]
+        if errors:
+            for m in errors:
+                err = m.error()
+                if err.fatal() or err.code() not in (KafkaError._PARTITION_EOF,):
+                    self._log.warning("consume_error", error=str(err))
+            msgs = [m for m in msgs if m.error() is None]
+        by_topic: dict[str, list[Message]] = defaultdict(list)
+        topics = [m.topic() for m in msgs]
+        if topics and topics.count(topics[0]) == len(topics):
+            by_topic[topics[0]] = msgs
+        else:
+            for t, m in zip(topics, msgs, strict=True):
+                by_topic[t].append(m)
+        for topic, batch in by_topic.items():
+            self._process_topic(topic, batch)
+        self.report.consumed += len(msgs)
+
+    def _process_topic(self, topic: str, msgs: list[Message]) -> None:
+        stream = self._stream_of[topic]
+        values = [m.value() or b"" for m in msgs]
+        partitions = [m.partition() for m in msgs]
+        offsets = [m.offset() for m in msgs]
+        now_us = time.time_ns() // 1000
+        decoded = decode_batch(stream, values, partitions, offsets, self._rules, now_us)
+        for r in decoded.rejects:
+            self._dead_letter(topic, msgs[r.index], r.stage, r.rule, r.detail, r.exception)
+        if decoded.rejects:
+            self.report.rejected[topic] = self.report.rejected.get(topic, 0) + len(decoded.rejects)
+        last_offset = dict(zip(partitions, offsets, strict=True))
+        with self._lock:
+            states = {p: part.sequencing for p in last_offset if (part := self._parts.get((topic, p)))}
+            rows = decoded.rows
+            if len(states) < len(last_offset):  # revoked while in flight: the new owner re-reads them
+                last_offset = {p: o for p, o in last_offset.items() if p in states}
+                rows = rows.filter(pc.is_in(rows["kafka_partition"], pa.array(list(states), pa.int32())))
+            outcome = apply_sequencing(rows, states, now_us)
+            self.buffer.append(TABLE_FOR_STREAM[stream], outcome.rows, time.monotonic())
+            for p, off in last_offset.items():
+                self._parts[(topic, p)].consumed = off + 1
+        self.report.duplicates += outcome.duplicates
+        if outcome.unplaceable.num_rows:
+            self._dead_letter_unplaceable(topic, msgs, outcome.unplaceable)
+
+    def _dead_letter_unplaceable(self, topic: str, msgs: list[Message], rows: pa.Table) -> None:
+        where = {(m.partition(), m.offset()): m for m in msgs}
+        for p, o in zip(rows["kafka_partition"].to_pylist(), rows["kafka_offset"].to_pylist(), strict=True):
+            self._dead_letter(
+                topic,
+                where[(p, o)],
+                "sequence",
+                "unplaceable",
+                "session older than retained, or seq of a gap already declared lost",
+                "SequenceUnplaceable",
+            )
+        self.report.unplaceable += rows.num_rows
+
+    def _dead_letter(self, topic: str, m: Message, stage: str, rule: str, detail: str, exc: str) -> None:
+        self._dlq.send(
+            DeadLetter(
+                topic, m.partition(), m.offset(), m.key(), m.value(), m.headers(), stage, rule, detail, exc
+            )
+        )
+
+    def _apply_backpressure(self) -> None:
+        assert self._consumer is not None
+        limit = self._s.ingest.max_buffered_rows
+        if not self._paused and self.buffer.rows >= limit:
+            self._consumer.pause(self._consumer.assignment())
+            self._paused = True
+            self._committer.request_flush()
+            self._log.info("paused", buffered_rows=self.buffer.rows)
+        elif self._paused and self.buffer.rows < limit // 2:
+            self._consumer.resume(self._consumer.assignment())
+            self._paused = False
+            self._log.info("resumed", buffered_rows=self.buffer.rows)
+
+    def _drained(self) -> bool:
+        with self._lock:
+            return self.buffer.rows == 0 and all(
+                p.consumed in (None, p.committed) for p in self._parts.values()
+            )
+
+    # -- committing --------------------------------------------------------------------------
+
+    def _collect(self, content: BufferContent) -> FlushWork:
+        """Called by the committer with the swapped-out buffer: add offsets and gap changes."""
+        now_us = time.time_ns() // 1000
+        lost_after = int(self._s.ingest.gap_lost_after_s * 1e6)
+        with self._lock:
+            work: dict[str, StreamWork] = {}
+            for (topic, p), part in self._parts.items():
+                stream = self._stream_of[topic]
+                sw = work.setdefault(topic, StreamWork(stream, topic))
+                if part.consumed is not None and part.consumed != part.committed:
+                    sw.offsets[p] = part.consumed
+                    sw.expected[p] = part.committed
+                tracker = part.sequencing.tracker
+                tracker.expire(now_us, lost_after)
+                table = TABLE_FOR_STREAM[stream]
+                for ex, sym, sess in tracker.take_dirty():
+                    sw.gaps[stream_key(table, ex, sym, sess)] = tracker.gaps(ex, sym, sess)
+        return FlushWork(content, list(work.values()))
+
+    def _on_committed(self, sw: StreamWork) -> None:
+        with self._lock:
+            for p, off in sw.offsets.items():
+                part = self._parts.get((sw.topic, p))
+                if part is not None:
+                    part.committed = off
+                self._advisory.append(TopicPartition(sw.topic, p, off))
+
+    def _commit_advisory(self) -> None:
+        with self._lock:
+            pending, self._advisory = self._advisory, []
+        if pending and self._consumer is not None:
+            try:
+                self._consumer.commit(offsets=pending, asynchronous=True)
+            except Exception as e:  # advisory only: lag metrics may lag, nothing else depends on it
+                self._log.warning("advisory_commit_failed", error=str(e))
+
+    # -- rebalancing -------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        now_us = time.time_ns() // 1000
+        by_topic: dict[str, list[int]] = defaultdict(list)
+        for tp in partitions:
+            by_topic[tp.topic].append(tp.partition)
+        start: dict[tuple[str, int], int | None] = {}
+        for topic, ps in by_topic.items():
+            stream = self._stream_of[topic]
+            writer = self._writers[stream]
+            writer.table.refresh()
+            stored = read_offsets(writer.table)
+            offsets = stored.for_topic(topic)
+            states = restore_partitions(
+                writer.table,
+                self._tables[GAPS_TABLE],
+                writer.name,
+                ps,
+                stored.snapshot_id,
+                self._s.ingest,
+                now_us,
+            )
+            with self._lock:
+                for p in ps:
+                    self._parts[(topic, p)] = _Partition(states[p], offsets.get(p))
+                    start[(topic, p)] = offsets.get(p)
+        for tp in partitions:
+            off = start[(tp.topic, tp.partition)]
+            tp.offset = off if off is not None else OFFSET_BEGINNING
+        consumer.assign(partitions)
+        self._assigned_once = True
+        self._log.info(
+            "assigned", partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions]
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with self._committer.commit_lock:  # let an in-flight commit land before giving partitions up
+            self._forget(partitions)
+        consumer.unassign()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._forget(partitions)
+        consumer.unassign()
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            by_table: dict[str, set[int]] = defaultdict(set)
+            for tp in partitions:
+                self._parts.pop((tp.topic, tp.partition), None)
+                by_table[TABLE_FOR_STREAM[self._stream_of[tp.topic]]].add(tp.partition)
+            dropped = sum(self.buffer.drop_partitions(t, ps) for t, ps in by_table.items())
+        self._log.info(
+            "revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions], dropped_rows=dropped
+        )
+
+    def _log_progress(self) -> None:
+        self._log.info(
+            "progress",
+            consumed=self.report.consumed,
+            buffered=self.buffer.rows,
+            commits=self._committer.commits,
+            duplicates=self.report.duplicates,
+            rejected=sum(self.report.rejected.values()),
+        )
+
+
+def _peak_rss() -> int:
+    info = psutil.Process().memory_info()
+    try:
+        import resource
+
+        return max(info.rss, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    except ImportError:  # pragma: no cover - non-POSIX
+        return int(info.rss)
+
+
+def _asdict(report: IngestReport) -> dict[str, object]:
+    return {k: getattr(report, k) for k in report.__slots__}  # type: ignore[attr-defined]

@@ -1,0 +1,201 @@
+"""The commit path: the only code that writes k2's tables.
+
+A background thread so that writing Parquet and committing to the catalog overlaps with
+consuming the next batches (pyarrow and the catalog release the GIL for most of that work). It
+flushes when the live buffer holds ``flush_rows`` rows or its oldest row is ``flush_seconds`` old,
+or when asked (idle exit, shutdown, revoke).
+
+One flush, in order:
+1. under the ingest lock, swap the buffer out together with each partition's consumed position
+   and the tracker's changed gap records, so rows, offsets and gaps describe the same moment;
+2. flush the DLQ producer: every refused message up to those offsets is safely in Kafka;
+3. per table, append rows + offsets in one snapshot (``TableWriter`` checks continuity);
+4. rewrite the changed streams' rows in ``sequence_gaps``;
+5. every so often, expire old snapshots.
+A crash between 3 and 4 is repaired on restart (the tracker is rebuilt from stored rows and the
+ledger, and re-persists what the ledger lacks).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from pyiceberg.expressions import In
+from pyiceberg.table import Table
+
+from k2.config import IcebergSettings, IngestSettings
+from k2.ingest.dlq import DeadLetterQueue
+from k2.lake.maintenance import expire_snapshots
+from k2.lake.tables import GAPS_SCHEMA, market_arrow_schema
+from k2.lake.writer import TableWriter
+from k2.live_buffer import BufferContent, LiveBuffer
+from k2.logs import get_logger
+from k2.sequence_tracker import Gap
+from k2.wire import Stream
+
+__all__ = ["Committer", "FlushWork", "StreamWork"]
+
+_log = get_logger("committer")
+
+
+@dataclass(slots=True)
+class StreamWork:
+    """What one table's commit covers: next offsets per partition and where each started."""
+
+    stream: Stream
+    topic: str
+    offsets: dict[int, int] = field(default_factory=dict)
+    expected: dict[int, int | None] = field(default_factory=dict)
+    gaps: dict[str, list[Gap]] = field(default_factory=dict)  # stream_key -> all records of that stream
+
+
+@dataclass(slots=True)
+class FlushWork:
+    content: BufferContent
+    streams: list[StreamWork]
+
+
+def stream_key(table: str, exchange: str, symbol: str, session: int) -> str:
+    return f"{table}/{exchange}/{symbol}/{session}"
+
+
+def gaps_to_arrow(table_name: str, records: dict[str, list[Gap]]) -> pa.Table:
+    rows = [
+        {
+            "stream_key": key,
+            "table": table_name,
+            "exchange": g.exchange,
+            "symbol": g.symbol,
+            "session": g.session,
+            "first_seq": g.first_seq,
+            "last_seq": g.last_seq,
+            "detected_at": g.detected_at,
+            "status": g.status,
+            "filled_at": g.filled_at,
+        }
+        for key, gaps in records.items()
+        for g in gaps
+    ]
+    return pa.Table.from_pylist(rows, schema=GAPS_SCHEMA)
+
+
+class Committer:
+    def __init__(
+        self,
+        buffer: LiveBuffer,
+        writers: dict[Stream, TableWriter],
+        gaps_table: Table,
+        dlq: DeadLetterQueue,
+        collect: Callable[[BufferContent], FlushWork],
+        on_committed: Callable[[StreamWork], None],
+        ingest: IngestSettings,
+        iceberg: IcebergSettings,
+    ) -> None:
+        self._buffer = buffer
+        self._writers = writers
+        self._gaps = gaps_table
+        self._dlq = dlq
+        self._collect = collect
+        self._on_committed = on_committed
+        self._ingest = ingest
+        self._iceberg = iceberg
+        self._wake = threading.Condition()
+        self._flush_requested = False
+        self._stopping = False
+        self.commit_lock = threading.Lock()  # held for the whole of a flush; revoke waits on it
+        self.error: BaseException | None = None
+        self.commits = 0
+        self.rows_committed: dict[str, int] = {}
+        self.commit_seconds: list[float] = []
+        self._thread = threading.Thread(target=self._run, name="k2-committer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_flush(self) -> None:
+        with self._wake:
+            self._flush_requested = True
+            self._wake.notify_all()
+
+    def flush_now(self) -> None:
+        """Flush on the caller's thread (used at shutdown and on revoke), serialised with the thread."""
+        self._flush()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        self._thread.join(timeout=120)
+
+    def _due(self) -> bool:
+        return (
+            self._flush_requested
+            or self._buffer.rows >= self._ingest.flush_rows
+            or self._buffer.age(time.monotonic()) >= self._ingest.flush_seconds
+        )
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._wake:
+                    self._wake.wait_for(lambda: self._stopping or self._due(), timeout=0.2)
+                    if self._stopping:
+                        return
+                    if not self._due():
+                        continue
+                    self._flush_requested = False
+                self._flush()
+        except BaseException as e:  # surfaced to the consumer loop, which stops ingest
+            _log.error("commit_failed", error=str(e), exception=type(e).__name__)
+            self.error = e
+
+    def _flush(self) -> None:
+        with self.commit_lock:
+            work = self._collect(self._buffer.take())
+            if not any(s.offsets or s.gaps for s in work.streams):
+                return
+            self._dlq.flush()
+            for s in work.streams:
+                if s.offsets:
+                    self._commit_stream(work.content, s)
+            self._write_gaps(work.streams)
+
+    def _commit_stream(self, content: BufferContent, s: StreamWork) -> None:
+        writer = self._writers[s.stream]
+        rows = content.table(writer.name)
+        schema = market_arrow_schema(s.stream)
+        if rows is None:
+            rows = schema.empty_table()
+        else:
+            rows = rows.sort_by([("symbol", "ascending"), ("ts", "ascending")]).cast(schema)
+        result = writer.commit(rows, s.offsets, s.expected)
+        self.commits += 1
+        self.commit_seconds.append(result.seconds)
+        self.rows_committed[writer.name] = self.rows_committed.get(writer.name, 0) + rows.num_rows
+        self._on_committed(s)
+        _log.info(
+            "committed",
+            table=writer.name,
+            rows=rows.num_rows,
+            snapshot_id=result.snapshot_id,
+            seconds=round(result.seconds, 3),
+            offsets=s.offsets,
+        )
+        if self.commits % self._iceberg.maintenance_every_commits == 0:
+            expired = expire_snapshots(
+                writer.table, self._iceberg.expire_snapshots_older_than_s, self._iceberg.keep_min_snapshots
+            )
+            _log.info("snapshots_expired", table=writer.name, count=expired)
+
+    def _write_gaps(self, streams: list[StreamWork]) -> None:
+        for s in streams:
+            if not s.gaps:
+                continue
+            table_name = self._writers[s.stream].name
+            rows = gaps_to_arrow(table_name, s.gaps)
+            self._gaps.overwrite(rows, overwrite_filter=In("stream_key", list(s.gaps)))
+            _log.info("gaps_written", table=table_name, streams=len(s.gaps), records=rows.num_rows)
