@@ -193,6 +193,9 @@ def ingest(
         float | None, typer.Option(help="Stop (after committing) after S seconds.")
     ] = None,
     writer_id: Annotated[str | None, typer.Option(help="Name of this writer in snapshot summaries.")] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the run's counts and timings as JSON here.")
+    ] = None,
 ) -> None:
     """Consume trades, quotes and reference data from Kafka into Iceberg, exactly once."""
     from k2.ingest import IngestApp
@@ -204,10 +207,30 @@ def ingest(
         result = ingest_app.run(exit_when_idle=exit_when_idle, max_seconds=max_seconds)
     except K2Error as e:
         _fail(str(e), 3)
+    if report is not None:
+        report.write_text(result.to_json() + "\n")
     console.print(
         f"ingest {result.exit_reason}: consumed {result.consumed:,}, landed {result.landed}, "
         f"rejected {result.rejected}, duplicates {result.duplicates:,}, commits {result.commits}"
     )
+
+
+# -- benchmarks ---------------------------------------------------------------------------------
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    out: Annotated[Path, typer.Option(help="Where to write the results (JSON).")] = Path(
+        "bench-results/ingest.json"
+    ),
+    sim_messages: Annotated[int, typer.Option(help="Messages in the simulated-load scenario.")] = 1_000_000,
+    commits: Annotated[int, typer.Option(help="Appends in the append-latency measurement.")] = 2000,
+) -> None:
+    """End-to-end ingest rate vs a bare consume loop (same run), peak RSS, append latency growth."""
+    from k2.bench.ingest import run_ingest_bench
+
+    run_ingest_bench(_settings(), out, sim_messages=sim_messages, commits=commits, console=console)
+    console.print(f"results written to {out}")
 
 
 # -- inspection ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -62,6 +62,8 @@ class KafkaSettings(BaseModel):
 
 class BrokerSettings(BaseModel):
     """The local single-node Apache Kafka (KRaft) that ``k2 broker`` manages."""
+
+    model_config = ConfigDict(validate_default=True)
 
     kafka_version: str = "4.1.1"
     scala_version: str = "2.13"

@@ -65,7 +65,9 @@ class CommitConflict(K2Error):
     partition has already written.
     """
 
-    def __init__(self, table: str, topic: str, partition: int, expected: int | None, found: int | None) -> None:
+    def __init__(
+        self, table: str, topic: str, partition: int, expected: int | None, found: int | None
+    ) -> None:
         self.table = table
         self.topic = topic
         self.partition = partition

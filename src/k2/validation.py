@@ -118,7 +118,9 @@ def _decode_one_by_one(
     return good
 
 
-def _rule_masks(stream: Stream, t: pa.Table, rules: ValidationRules, now_us: int) -> list[tuple[str, pa.Array]]:
+def _rule_masks(
+    stream: Stream, t: pa.Table, rules: ValidationRules, now_us: int
+) -> list[tuple[str, pa.Array]]:
     """(rule name, violation mask) in the order a message is judged; first violated rule is reported."""
     checks: list[tuple[str, pa.Array]] = [
         (f"missing_field:{name}", pc.is_null(t[name])) for name in REQUIRED[stream]
@@ -126,7 +128,9 @@ def _rule_masks(stream: Stream, t: pa.Table, rules: ValidationRules, now_us: int
     checks += [
         (
             "unsupported_schema_version",
-            pc.invert(pc.is_in(t["schema_version"], pa.array(sorted(rules.supported_schema_versions), pa.int32()))),
+            pc.invert(
+                pc.is_in(t["schema_version"], pa.array(sorted(rules.supported_schema_versions), pa.int32()))
+            ),
         ),
         ("unknown_exchange", pc.invert(pc.is_in(t["exchange"], pa.array(sorted(rules.known_exchanges))))),
         ("empty_symbol", pc.equal(pc.binary_length(t["symbol"]), 0)),
@@ -166,7 +170,9 @@ def _validate(
         fresh = pc.and_(mask, pc.invert(bad))
         if pc.any(fresh).as_py():
             for row in pc.indices_nonzero(fresh).to_pylist():
-                rejects.append(Reject(index[row], "validate", rule, _describe(t, row, rule), "ValidationError"))
+                rejects.append(
+                    Reject(index[row], "validate", rule, _describe(t, row, rule), "ValidationError")
+                )
             bad = pc.or_(bad, fresh)
     return pc.invert(bad)
 
@@ -175,7 +181,9 @@ def _describe(t: pa.Table, row: int, rule: str) -> str:
     """The offending value, e.g. ``price=-1.0``, for the DLQ reason header."""
     if rule.startswith("missing_field:"):
         return f"{rule.split(':', 1)[1]} is missing or null"
-    names = [n for n in t.column_names if rule.startswith(n + "_")] or (["bid_size", "ask_size"] if rule == "size_negative" else [])
+    names = [n for n in t.column_names if rule.startswith(n + "_")] or (
+        ["bid_size", "ask_size"] if rule == "size_negative" else []
+    )
     if not names and rule == "unknown_exchange":
         names = ["exchange"]
     return ", ".join(f"{n}={t[n][row].as_py()!r}" for n in names) or rule
@@ -201,7 +209,13 @@ def decode_batch(
     if oversize:
         for i in oversize:
             rejects.append(
-                Reject(i, "decode", "oversize", f"{len(payloads[i])} > {rules.max_message_bytes} bytes", "ValidationError")
+                Reject(
+                    i,
+                    "decode",
+                    "oversize",
+                    f"{len(payloads[i])} > {rules.max_message_bytes} bytes",
+                    "ValidationError",
+                )
             )
         skip = set(oversize)
         index = [i for i in index if i not in skip]
@@ -227,7 +241,9 @@ def _parse_each(
     for i in index:
         one = _parse_columnar(stream, [payloads[i]])
         if one is None:
-            rejects.append(Reject(i, "decode", "malformed", "not parseable as the wire schema", "ArrowInvalid"))
+            rejects.append(
+                Reject(i, "decode", "malformed", "not parseable as the wire schema", "ArrowInvalid")
+            )
         else:
             kept.append(i)
             parts.append(one)

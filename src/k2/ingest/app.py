@@ -14,6 +14,7 @@ bounded; Kafka keeps everything not yet committed.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -64,6 +65,11 @@ class IngestReport:
     seconds: float = 0.0
     peak_rss_bytes: int = 0
     exit_reason: str = ""
+    first_consumed_at: float | None = None  # wall clock (epoch s) of the first non-empty batch
+    last_committed_at: float | None = None  # wall clock of the last commit that landed rows
+
+    def to_json(self) -> str:
+        return json.dumps({k: getattr(self, k) for k in self.__slots__}, indent=2)  # type: ignore[attr-defined]
 
 
 class IngestApp:
@@ -121,7 +127,7 @@ class IngestApp:
         self._advisory: list[TopicPartition] = []
         self._paused = False
         self._stop = threading.Event()
-        self._assigned_once = False
+        self._assigned_at: float | None = None
         self.report = IngestReport()
         self._consumer: Consumer | None = None
 
@@ -145,10 +151,12 @@ class IngestApp:
                 self._commit_advisory()
                 now = time.monotonic()
                 if msgs:
+                    if self.report.first_consumed_at is None:
+                        self.report.first_consumed_at = time.time()
                     self._process(msgs)
                     last_data = now
-                elif exit_when_idle is not None and self._assigned_once and now - last_data >= exit_when_idle:
-                    if self._drained():
+                elif exit_when_idle is not None and self._idle_for(now, last_data) >= exit_when_idle:
+                    if self._drained() and self._caught_up():
                         self.report.exit_reason = "idle"
                         break
                     self._committer.request_flush()
@@ -171,6 +179,7 @@ class IngestApp:
             self.report.seconds = time.monotonic() - started
             self.report.commits = self._committer.commits
             self.report.landed = dict(self._committer.rows_committed)
+            self.report.last_committed_at = self._committer.last_rows_committed_at
             self.report.peak_rss_bytes = _peak_rss()
         self._log.info("ingest_stopped", **_asdict(self.report))
         return self.report
@@ -279,6 +288,24 @@ class IngestApp:
             self._paused = False
             self._log.info("resumed", buffered_rows=self.buffer.rows)
 
+    def _idle_for(self, now: float, last_data: float) -> float:
+        if self._assigned_at is None:
+            return 0.0
+        return now - max(last_data, self._assigned_at)
+
+    def _caught_up(self) -> bool:
+        """True when every owned partition has been read to its high watermark (nothing new)."""
+        assert self._consumer is not None
+        with self._lock:
+            positions = {
+                k: (p.consumed if p.consumed is not None else p.committed) for k, p in self._parts.items()
+            }
+        for (topic, p), pos in positions.items():
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+            if high > (pos or 0):
+                return False
+        return True
+
     def _drained(self) -> bool:
         with self._lock:
             return self.buffer.rows == 0 and all(
@@ -354,7 +381,7 @@ class IngestApp:
             off = start[(tp.topic, tp.partition)]
             tp.offset = off if off is not None else OFFSET_BEGINNING
         consumer.assign(partitions)
-        self._assigned_once = True
+        self._assigned_at = time.monotonic()
         self._log.info(
             "assigned", partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions]
         )
@@ -401,4 +428,4 @@ def _peak_rss() -> int:
 
 
 def _asdict(report: IngestReport) -> dict[str, object]:
-    return {k: getattr(report, k) for k in report.__slots__}  # type: ignore[attr-defined]
+    return dict(json.loads(report.to_json()))

@@ -111,6 +111,7 @@ class Committer:
         self.commits = 0
         self.rows_committed: dict[str, int] = {}
         self.commit_seconds: list[float] = []
+        self.last_rows_committed_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="k2-committer", daemon=True)
 
     def start(self) -> None:
@@ -176,6 +177,8 @@ class Committer:
         self.commits += 1
         self.commit_seconds.append(result.seconds)
         self.rows_committed[writer.name] = self.rows_committed.get(writer.name, 0) + rows.num_rows
+        if rows.num_rows:
+            self.last_rows_committed_at = time.time()
         self._on_committed(s)
         _log.info(
             "committed",

@@ -1,0 +1,286 @@
+"""``k2 bench ingest``: end-to-end ingest throughput against its own ceiling, in one run.
+
+For each scenario (ASX replay, simulated load) on fresh topics and a fresh warehouse:
+
+- **end to end**: an ingest process is started, then the feed produces at full speed; the rate is
+  rows landed ÷ (last commit that landed rows − first message produced). Producer, broker and
+  ingest share the machine, as they would on one box.
+- **drain**: a second ingest, fresh warehouse and group, reads the now-full topics: rows ÷ (last
+  commit − first batch consumed). This is what k2 adds on top of reading Kafka.
+- **ceiling**: a bare confluent-kafka ``consume(10000)`` loop over the same topics, no processing.
+
+Ratios are k2 ÷ ceiling from the same run; absolute rates on a shared machine are noisy. Also
+measured: peak RSS of the ingest process, and append latency after many commits (first 10 vs
+last 10 of ``commits`` appends, with the same snapshot expiry the committer runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from k2.broker.topics import ensure_topics
+from k2.config import IcebergSettings, Settings, TopicNames
+from k2.lake import TableWriter, ensure_tables, open_catalog
+from k2.lake.maintenance import expire_snapshots
+from k2.lake.tables import market_arrow_schema
+
+__all__ = ["run_ingest_bench"]
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    produced: int
+    rows_landed: int
+    e2e_seconds: float
+    e2e_rate: float
+    drain_seconds: float
+    drain_rate: float
+    ceiling_rate: float
+    e2e_ratio: float
+    drain_ratio: float
+    ingest_peak_rss_mb: float
+    producer_rate: float
+
+
+def _env_for(s: Settings) -> dict[str, str]:
+    t = s.kafka.topics
+    env = dict(os.environ)
+    env.update(
+        {
+            "K2_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+            "K2_KAFKA__GROUP_ID": s.kafka.group_id,
+            "K2_KAFKA__TOPICS__TRADES": t.trades,
+            "K2_KAFKA__TOPICS__QUOTES": t.quotes,
+            "K2_KAFKA__TOPICS__REFERENCE": t.reference,
+            "K2_KAFKA__TOPICS__DLQ": t.dlq,
+            "K2_ICEBERG__WAREHOUSE": s.iceberg.warehouse,
+            "K2_ICEBERG__URI": "",
+            "K2_LOG__FORMAT": "json",
+            "K2_LOG__LEVEL": "WARNING",
+        }
+    )
+    return env
+
+
+def _start_ingest(s: Settings, report: Path, idle_s: float) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "k2.cli", "ingest", "--exit-when-idle", str(idle_s), "--report", str(report)]
+    return subprocess.Popen(cmd, env=_env_for(s), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_ingest(proc: subprocess.Popen[bytes], report: Path, timeout: float = 900) -> dict[str, Any]:
+    _, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0 or not report.exists():
+        raise RuntimeError(f"ingest failed ({proc.returncode}): {err.decode()[-2000:]}")
+    data: dict[str, Any] = json.loads(report.read_text())
+    return data
+
+
+def _wait_assigned(s: Settings, timeout: float = 60) -> None:
+    """Wait until the ingest process has joined its group (so e2e timing excludes process start)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap_servers})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        groups = admin.describe_consumer_groups([s.kafka.group_id])
+        desc = groups[s.kafka.group_id].result(timeout=10)
+        if desc.members and any(m.assignment.topic_partitions for m in desc.members):
+            return
+        time.sleep(0.2)
+    raise RuntimeError("ingest did not join its consumer group in time")
+
+
+def bare_consume_rate(s: Settings, expected: int) -> float:
+    """The ceiling: consume(10000) from the beginning of the data topics, no processing."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": s.kafka.bootstrap_servers,
+            "group.id": f"bench-ceiling-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 8 * 1024 * 1024,
+            "queued.max.messages.kbytes": 256 * 1024,
+        }
+    )
+    tps = [
+        TopicPartition(topic, p, OFFSET_BEGINNING)
+        for topic in s.kafka.topics.data_topics()
+        for p in range(s.kafka.partitions)
+    ]
+    consumer.assign(tps)
+    got, first = 0, None
+    deadline = time.monotonic() + 300
+    while got < expected and time.monotonic() < deadline:
+        msgs = consumer.consume(10000, 1.0)
+        if msgs and first is None:
+            first = time.perf_counter()
+        got += len(msgs)
+    elapsed = time.perf_counter() - (first or time.perf_counter())
+    consumer.close()
+    return got / elapsed if elapsed > 0 else 0.0
+
+
+def _scenario_settings(base: Settings, name: str, work: Path, run_id: str, suffix: str = "") -> Settings:
+    prefix = f"bench-{run_id}-{name}"
+    topics = TopicNames(
+        trades=f"{prefix}-trades",
+        quotes=f"{prefix}-quotes",
+        reference=f"{prefix}-reference",
+        dlq=f"{prefix}-dlq",
+    )
+    kafka = base.kafka.model_copy(update={"topics": topics, "group_id": f"{prefix}-ingest{suffix}"})
+    iceberg = base.iceberg.model_copy(
+        update={"warehouse": str(work / f"{name}{suffix}-warehouse"), "uri": ""}
+    )
+    return base.model_copy(update={"kafka": kafka, "iceberg": iceberg})
+
+
+def _run_scenario(base: Settings, name: str, produce: Any, work: Path, run_id: str) -> ScenarioResult:
+    s = _scenario_settings(base, name, work, run_id)
+    ensure_topics(s.kafka.bootstrap_servers, s.kafka.topics.all(), s.kafka.partitions)
+    report = work / f"{name}-ingest.json"
+    proc = _start_ingest(s, report, idle_s=1.0)
+    _wait_assigned(s)
+    feed = produce(s)
+    ing = _wait_ingest(proc, report)
+    feed_start = datetime.fromisoformat(feed.started_at).timestamp()
+    rows = sum(ing["landed"].values())
+    e2e = ing["last_committed_at"] - feed_start
+
+    d = _scenario_settings(base, name, work, run_id, suffix="-drain")
+    drain_report = work / f"{name}-drain.json"
+    drain = _wait_ingest(_start_ingest(d, drain_report, idle_s=1.0), drain_report)
+    drain_s = drain["last_committed_at"] - drain["first_consumed_at"]
+    ceiling = bare_consume_rate(s, feed.produced_total)
+    e2e_rate, drain_rate = rows / e2e, sum(drain["landed"].values()) / drain_s
+    return ScenarioResult(
+        name=name,
+        produced=feed.produced_total,
+        rows_landed=rows,
+        e2e_seconds=round(e2e, 3),
+        e2e_rate=round(e2e_rate),
+        drain_seconds=round(drain_s, 3),
+        drain_rate=round(drain_rate),
+        ceiling_rate=round(ceiling),
+        e2e_ratio=round(e2e_rate / ceiling, 3),
+        drain_ratio=round(drain_rate / ceiling, 3),
+        ingest_peak_rss_mb=round(max(ing["peak_rss_bytes"], drain["peak_rss_bytes"]) / 2**20, 1),
+        producer_rate=round(feed.messages_per_second),
+    )
+
+
+def append_latency(cfg: IcebergSettings, commits: int, rows_per_commit: int = 1000) -> dict[str, float]:
+    """Append latency of the first 10 vs the last 10 of ``commits`` appends, with snapshot expiry."""
+    catalog = open_catalog(cfg)
+    table = ensure_tables(catalog, cfg)["trades"]
+    writer = TableWriter(table, "bench", "bench")
+    schema = market_arrow_schema("trades")
+    now_us = time.time_ns() // 1000
+    n = rows_per_commit
+    base_cols: dict[str, Any] = {
+        "schema_version": [1] * n,
+        "exchange": ["SIM"] * n,
+        "symbol": [f"S{i % 50:03d}" for i in range(n)],
+        "session": [20260101] * n,
+        "price": [10.0] * n,
+        "qty": [1] * n,
+        "conditions": [[]] * n,
+        "trade_id": [str(i) for i in range(n)],
+        "venue": [None] * n,
+        "kafka_partition": [0] * n,
+    }
+    latencies: list[float] = []
+    for c in range(commits):
+        cols = dict(base_cols)
+        cols["seq"] = list(range(c * n + 1, c * n + n + 1))
+        cols["ts"] = [now_us + c * n + i for i in range(n)]
+        cols["ingest_ts"] = [now_us] * n
+        cols["kafka_offset"] = list(range(c * n, c * n + n))
+        rows = pa.Table.from_pydict(cols, schema=schema)
+        started = time.perf_counter()
+        writer.commit(rows, {0: (c + 1) * n}, {0: c * n if c else None})
+        latencies.append(time.perf_counter() - started)
+        if (c + 1) % cfg.maintenance_every_commits == 0:
+            expire_snapshots(table, 0, cfg.keep_min_snapshots)
+    first, last = statistics.median(latencies[:10]), statistics.median(latencies[-10:])
+    return {
+        "commits": commits,
+        "first10_median_ms": round(first * 1000, 1),
+        "last10_median_ms": round(last * 1000, 1),
+        "ratio_last_to_first": round(last / first, 2),
+        "snapshots_kept": len(table.metadata.snapshots),
+    }
+
+
+def run_ingest_bench(
+    settings: Settings,
+    out: Path,
+    sim_messages: int = 1_000_000,
+    commits: int = 2000,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    from k2.feeds.asx import replay_asx
+    from k2.feeds.simulator import SimulatorConfig, simulate
+
+    console = console or Console(stderr=True)
+    run_id = uuid.uuid4().hex[:6]
+    results: dict[str, Any] = {"run_id": run_id, "started_at": datetime.now().astimezone().isoformat()}
+    with tempfile.TemporaryDirectory(prefix="k2-bench-") as tmp:
+        work = Path(tmp)
+        scenarios = [
+            ("asx", lambda s: replay_asx(s, speed=None, progress=False)),
+            (
+                "sim",
+                lambda s: simulate(s, SimulatorConfig(rate=0, messages=sim_messages, seed=1), progress=False),
+            ),
+        ]
+        results["scenarios"] = []
+        for name, produce in scenarios:
+            console.print(f"[bold]scenario {name}[/]")
+            results["scenarios"].append(asdict(_run_scenario(settings, name, produce, work, run_id)))
+        console.print(f"[bold]append latency over {commits} commits[/]")
+        lat_cfg = settings.iceberg.model_copy(
+            update={"warehouse": str(work / "latency-warehouse"), "uri": ""}
+        )
+        results["append_latency"] = append_latency(lat_cfg, commits)
+    results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(render(results))
+    return results
+
+
+def render(results: dict[str, Any]) -> Table:
+    t = Table(title=f"k2 bench ingest (run {results['run_id']})", title_justify="left")
+    cols = ["scenario", "produced", "landed", "e2e msg/s", "drain msg/s", "ceiling msg/s", "e2e/ceil",
+            "drain/ceil", "peak RSS MB"]  # fmt: skip
+    for c in cols:
+        t.add_column(c, justify="right")
+    for r in results["scenarios"]:
+        t.add_row(
+            r["name"], f"{r['produced']:,}", f"{r['rows_landed']:,}", f"{r['e2e_rate']:,}", f"{r['drain_rate']:,}",
+            f"{r['ceiling_rate']:,}", f"{r['e2e_ratio']:.2f}", f"{r['drain_ratio']:.2f}", f"{r['ingest_peak_rss_mb']}",
+        )  # fmt: skip
+    lat = results["append_latency"]
+    t.caption = (
+        f"append latency: first 10 {lat['first10_median_ms']} ms, last 10 {lat['last10_median_ms']} ms "
+        f"after {lat['commits']} commits (x{lat['ratio_last_to_first']})"
+    )
+    return t
