@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -200,5 +201,7 @@ class Committer:
                 continue
             table_name = self._writers[s.stream].name
             rows = gaps_to_arrow(table_name, s.gaps)
-            self._gaps.overwrite(rows, overwrite_filter=In("stream_key", list(s.gaps)))
+            with warnings.catch_warnings():  # a stream's first gaps have no old rows to replace
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                self._gaps.overwrite(rows, overwrite_filter=In("stream_key", list(s.gaps)))
             _log.info("gaps_written", table=table_name, streams=len(s.gaps), records=rows.num_rows)
