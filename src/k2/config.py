@@ -10,6 +10,7 @@ Precedence, highest first: constructor arguments, ``K2_*`` environment variables
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,7 @@ __all__ = [
     "LogSettings",
     "Settings",
     "load_settings",
+    "settings_env",
 ]
 
 DEFAULT_CONFIG_FILE = Path("config/k2.toml")
@@ -158,6 +160,16 @@ class Settings(BaseSettings):
         if settings_cls.model_config.get("toml_file"):
             sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``K2_*`` variables that rebuild exactly ``settings`` in a child process (benchmarks, fault tests)."""
+    env: dict[str, str] = {}
+    for section, values in settings.model_dump(mode="json").items():
+        for key, value in values.items():
+            name = f"K2_{section.upper()}__{key.upper()}"
+            env[name] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return env
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

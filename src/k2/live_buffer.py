@@ -59,7 +59,8 @@ class LiveBuffer:
         return 0.0 if oldest is None else now - oldest
 
     def take(self) -> BufferContent:
-        """Swap everything out. Caller must hold the ingest lock so offsets are read consistently."""
+        """Swap everything out. The caller holds the lock under which rows are appended together with
+        their offsets, so what it reads as "consumed up to" matches exactly what it took."""
         with self._lock:
             content, self._content, self._oldest = self._content, BufferContent(), None
         return content

@@ -103,7 +103,9 @@ def test_sequence_gaps_are_exactly_the_injected_gaps(faulty_run: tuple[Settings,
         for r in records
         if r["status"] == "filled"
     }
-    reordered = {(o.table, o.exchange, o.symbol, o.session, o.first_seq, o.first_seq) for o in report.reorders}
+    reordered = {
+        (o.table, o.exchange, o.symbol, o.session, o.first_seq, o.first_seq) for o in report.reorders
+    }
     assert filled == reordered
 
 

@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from k2.broker.topics import ensure_topics
-from k2.config import IcebergSettings, Settings, TopicNames
+from k2.config import IcebergSettings, Settings, TopicNames, settings_env
 from k2.lake import TableWriter, ensure_tables, open_catalog
 from k2.lake.maintenance import expire_snapshots
 from k2.lake.tables import market_arrow_schema
@@ -60,23 +60,7 @@ class ScenarioResult:
 
 
 def _env_for(s: Settings) -> dict[str, str]:
-    t = s.kafka.topics
-    env = dict(os.environ)
-    env.update(
-        {
-            "K2_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
-            "K2_KAFKA__GROUP_ID": s.kafka.group_id,
-            "K2_KAFKA__TOPICS__TRADES": t.trades,
-            "K2_KAFKA__TOPICS__QUOTES": t.quotes,
-            "K2_KAFKA__TOPICS__REFERENCE": t.reference,
-            "K2_KAFKA__TOPICS__DLQ": t.dlq,
-            "K2_ICEBERG__WAREHOUSE": s.iceberg.warehouse,
-            "K2_ICEBERG__URI": "",
-            "K2_LOG__FORMAT": "json",
-            "K2_LOG__LEVEL": "WARNING",
-        }
-    )
-    return env
+    return {**os.environ, **settings_env(s), "K2_LOG__FORMAT": "json", "K2_LOG__LEVEL": "WARNING"}
 
 
 def _start_ingest(s: Settings, report: Path, idle_s: float) -> subprocess.Popen[bytes]:

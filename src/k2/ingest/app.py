@@ -37,7 +37,7 @@ from k2.ingest.restore import restore_partitions
 from k2.ingest.sequencing import PartitionSequencing, apply_sequencing
 from k2.lake import TABLE_FOR_STREAM, TableWriter, ensure_tables, open_catalog, read_offsets
 from k2.lake.tables import GAPS_TABLE
-from k2.live_buffer import BufferContent, LiveBuffer
+from k2.live_buffer import LiveBuffer
 from k2.logs import get_logger
 from k2.validation import ValidationRules, decode_batch
 from k2.wire import Stream
@@ -314,11 +314,15 @@ class IngestApp:
 
     # -- committing --------------------------------------------------------------------------
 
-    def _collect(self, content: BufferContent) -> FlushWork:
-        """Called by the committer with the swapped-out buffer: add offsets and gap changes."""
+    def _collect(self) -> FlushWork:
+        """Called by the committer: swap the buffer out with the offsets and gap changes it covers.
+
+        All under the ingest lock, so no batch can land in between: offsets never run ahead of rows.
+        """
         now_us = time.time_ns() // 1000
         lost_after = int(self._s.ingest.gap_lost_after_s * 1e6)
         with self._lock:
+            content = self.buffer.take()
             work: dict[str, StreamWork] = {}
             for (topic, p), part in self._parts.items():
                 stream = self._stream_of[topic]

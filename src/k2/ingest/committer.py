@@ -91,7 +91,7 @@ class Committer:
         writers: dict[Stream, TableWriter],
         gaps_table: Table,
         dlq: DeadLetterQueue,
-        collect: Callable[[BufferContent], FlushWork],
+        collect: Callable[[], FlushWork],
         on_committed: Callable[[StreamWork], None],
         ingest: IngestSettings,
         iceberg: IcebergSettings,
@@ -157,7 +157,7 @@ class Committer:
 
     def _flush(self) -> None:
         with self.commit_lock:
-            work = self._collect(self._buffer.take())
+            work = self._collect()
             if not any(s.offsets or s.gaps for s in work.streams):
                 return
             self._dlq.flush()

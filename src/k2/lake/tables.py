@@ -14,10 +14,11 @@ exchange, symbol, session) are rewritten as a unit whenever that stream's gaps c
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema, assign_fresh_schema_ids
 from pyiceberg.table import Table
@@ -98,16 +99,28 @@ def ensure_tables(catalog: Catalog, cfg: IcebergSettings) -> dict[str, Table]:
         catalog.create_namespace(cfg.namespace)
     tables: dict[str, Table] = {}
     for stream, name in TABLE_FOR_STREAM.items():
-        ident = (cfg.namespace, name)
-        try:
-            tables[name] = catalog.load_table(ident)
-        except NoSuchTableError:
-            tables[name] = _create_market(catalog, ident, stream, cfg)
-    ident = (cfg.namespace, GAPS_TABLE)
-    try:
-        tables[GAPS_TABLE] = catalog.load_table(ident)
-    except NoSuchTableError:
-        tables[GAPS_TABLE] = catalog.create_table(
-            ident, schema=_to_iceberg(GAPS_SCHEMA), properties=_common_properties(cfg)
+        tables[name] = _load_or_create(
+            catalog, (cfg.namespace, name), lambda ident, s=stream: _create_market(catalog, ident, s, cfg)
         )
+    tables[GAPS_TABLE] = _load_or_create(
+        catalog,
+        (cfg.namespace, GAPS_TABLE),
+        lambda ident: catalog.create_table(
+            ident, schema=_to_iceberg(GAPS_SCHEMA), properties=_common_properties(cfg)
+        ),
+    )
     return tables
+
+
+def _load_or_create(
+    catalog: Catalog, ident: tuple[str, str], create: Callable[[tuple[str, str]], Table]
+) -> Table:
+    """Load the table, creating it if missing; a concurrent creator winning the race is fine."""
+    try:
+        return catalog.load_table(ident)
+    except NoSuchTableError:
+        pass
+    try:
+        return create(ident)
+    except TableAlreadyExistsError:
+        return catalog.load_table(ident)
