@@ -69,7 +69,7 @@ class IngestReport:
     last_committed_at: float | None = None  # wall clock of the last commit that landed rows
 
     def to_json(self) -> str:
-        return json.dumps({k: getattr(self, k) for k in self.__slots__}, indent=2)  # type: ignore[attr-defined]
+        return json.dumps({k: getattr(self, k) for k in self.__slots__}, indent=2)
 
 
 class IngestApp:

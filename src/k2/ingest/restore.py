@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -91,14 +92,16 @@ def restore_partitions(
         [("seq", "list")]
     )
     for g in _sessions_ascending(groups):
-        state = states[g["kafka_partition"]]
+        state = states[int(g["kafka_partition"])]
         seqs = np.asarray(g["seq_list"], dtype=np.int64)
-        key = (g["exchange"], g["symbol"], g["session"])
-        state.dedup.restore(*key, seqs, now_us)
-        state.tracker.restore(*key, seqs, records.get(key, []), now_us)
+        exchange, symbol, session = str(g["exchange"]), str(g["symbol"]), int(g["session"])
+        state.dedup.restore(exchange, symbol, session, seqs, now_us)
+        state.tracker.restore(
+            exchange, symbol, session, seqs, records.get((exchange, symbol, session), []), now_us
+        )
     return states
 
 
-def _sessions_ascending(groups: pa.Table) -> list[dict[str, object]]:
+def _sessions_ascending(groups: pa.Table) -> list[dict[str, Any]]:
     # Restore older sessions first so each stream's newest session ends up current.
     return sorted(groups.to_pylist(), key=lambda g: (g["session"], g["kafka_partition"]))

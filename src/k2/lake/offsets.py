@@ -58,6 +58,6 @@ def read_offsets(table: Table) -> StoredOffsets:
         if raw:
             return StoredOffsets(_decode(raw), snap.snapshot_id)
         snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id is not None else None
-    if current is not None and int(current.summary["total-records"] or 0) > 0:
+    if current is not None and current.summary is not None and int(current.summary["total-records"] or 0) > 0:
         raise OffsetsMissing(table.name()[-1], current.snapshot_id)
     return StoredOffsets({}, None)

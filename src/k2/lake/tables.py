@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from functools import partial
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -80,7 +81,9 @@ def _to_iceberg(schema: pa.Schema) -> Schema:
     return assign_fresh_schema_ids(Catalog._convert_schema_if_needed(schema))
 
 
-def _create_market(catalog: Catalog, ident: tuple[str, str], stream: Stream, cfg: IcebergSettings) -> Table:
+def _create_market(
+    catalog: Catalog, ident: tuple[str, str], *, stream: Stream, cfg: IcebergSettings
+) -> Table:
     schema = _to_iceberg(market_arrow_schema(stream))
     ts_id = schema.find_field("ts").field_id
     sym_id = schema.find_field("symbol").field_id
@@ -100,7 +103,7 @@ def ensure_tables(catalog: Catalog, cfg: IcebergSettings) -> dict[str, Table]:
     tables: dict[str, Table] = {}
     for stream, name in TABLE_FOR_STREAM.items():
         tables[name] = _load_or_create(
-            catalog, (cfg.namespace, name), lambda ident, s=stream: _create_market(catalog, ident, s, cfg)
+            catalog, (cfg.namespace, name), partial(_create_market, catalog, stream=stream, cfg=cfg)
         )
     tables[GAPS_TABLE] = _load_or_create(
         catalog,
