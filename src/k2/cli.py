@@ -104,6 +104,23 @@ def broker_reset() -> None:
     console.print("broker stopped and its data deleted")
 
 
+@app.command("topics")
+def topics(action: Annotated[str, typer.Argument(help="create")] = "create") -> None:
+    """Create the configured topics on any Kafka cluster (the local broker does this on start)."""
+    from k2.broker import ensure_topics
+
+    if action != "create":
+        _fail(f"unknown action {action!r}; expected 'create'", 2)
+    settings = _settings()
+    try:
+        ensure_topics(
+            settings.kafka.bootstrap_servers, settings.kafka.topics.all(), settings.kafka.partitions
+        )
+    except K2Error as e:
+        _fail(str(e))
+    console.print(f"topics ready: {', '.join(settings.kafka.topics.all())}")
+
+
 # -- feeds --------------------------------------------------------------------------------------
 
 
@@ -267,6 +284,17 @@ def schema(
         path = out / f"{stream}.schema.json"
         path.write_text(json.dumps(json_schema(stream), indent=2, sort_keys=True) + "\n")
         console.print(f"wrote {path}")
+
+
+@app.command("config-reference")
+def config_reference(
+    out: Annotated[Path, typer.Option(help="Where to write the reference.")] = Path("docs/configuration.md"),
+) -> None:
+    """Regenerate docs/configuration.md from the Settings model."""
+    from k2.config_reference import render_reference
+
+    out.write_text(render_reference())
+    console.print(f"wrote {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -54,6 +54,8 @@ class TopicNames(BaseModel):
 
 
 class KafkaSettings(BaseModel):
+    """Where the feeds produce and ingest consumes; ``client_properties`` go to librdkafka verbatim."""
+
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: TopicNames = Field(default_factory=TopicNames)
     partitions: int = Field(default=6, ge=1)
@@ -104,6 +106,8 @@ class IcebergSettings(BaseModel):
 
 
 class IngestSettings(BaseModel):
+    """Batching, commit cadence, validation rules and the bounds of sequencing state."""
+
     consume_batch: int = Field(default=10_000, ge=1)
     consume_timeout_s: float = 0.5
     flush_rows: int = Field(default=500_000, ge=1)
@@ -123,11 +127,15 @@ class IngestSettings(BaseModel):
 
 
 class FeedSettings(BaseModel):
+    """Inputs of ``k2 feed replay``."""
+
     asx_data_dir: Path = Path("data/asx-2014-03")
     asx_timezone: str = "Australia/Sydney"
 
 
 class LogSettings(BaseModel):
+    """structlog output: JSON lines, or colour when stderr is a terminal."""
+
     level: str = "INFO"
     # auto: JSON unless stdout is a terminal.
     format: Literal["auto", "json", "console"] = "auto"
