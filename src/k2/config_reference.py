@@ -13,10 +13,7 @@ __all__ = ["render_reference"]
 
 
 def _default(field: Any) -> str:
-    if field.default_factory is not None:
-        value = field.default_factory()
-    else:
-        value = field.default
+    value = field.default_factory() if field.default_factory is not None else field.default
     if isinstance(value, BaseModel):
         return "(section)"
     return f"`{value!s}`" if value not in ("", None) else "`" + repr(value) + "`"
