@@ -38,7 +38,12 @@ __all__ = [
 DEFAULT_CONFIG_FILE = Path("config/k2.toml")
 
 
-class TopicNames(BaseModel):
+class _Section(BaseModel):
+    # A misspelt key must be an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class TopicNames(_Section):
     """Kafka topic per stream. The table a topic lands in is fixed by its role, not its name."""
 
     trades: str = "trades"
@@ -53,7 +58,7 @@ class TopicNames(BaseModel):
         return [*self.data_topics(), self.dlq]
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(_Section):
     """Where the feeds produce and ingest consumes; ``client_properties`` go to librdkafka verbatim."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -64,10 +69,10 @@ class KafkaSettings(BaseModel):
     client_properties: dict[str, str | int | bool] = Field(default_factory=dict)
 
 
-class BrokerSettings(BaseModel):
+class BrokerSettings(_Section):
     """The local single-node Apache Kafka (KRaft) that ``k2 broker`` manages."""
 
-    model_config = ConfigDict(validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     kafka_version: str = "4.1.1"
     scala_version: str = "2.13"
@@ -86,7 +91,7 @@ class BrokerSettings(BaseModel):
         return Path(os.path.expanduser(str(v)))
 
 
-class IcebergSettings(BaseModel):
+class IcebergSettings(_Section):
     """Catalog choice is configuration only: the same code writes to SQLite+files or REST+S3."""
 
     catalog_name: str = "k2"
@@ -99,13 +104,14 @@ class IcebergSettings(BaseModel):
     properties: dict[str, str] = Field(default_factory=dict)
     target_row_group_rows: int = 100_000
     # Maintenance: keep the table fast for days of commits.
-    expire_snapshots_older_than_s: float = 3600.0
+    # Snapshots are the time-travel window; each one kept also makes every commit slower.
+    expire_snapshots_older_than_s: float = 600.0
     keep_min_snapshots: int = 10
-    maintenance_every_commits: int = 200
+    maintenance_every_commits: int = 20
     manifest_merge_min_count: int = 50
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(_Section):
     """Batching, commit cadence, validation rules and the bounds of sequencing state."""
 
     consume_batch: int = Field(default=10_000, ge=1)
@@ -126,14 +132,14 @@ class IngestSettings(BaseModel):
     writer_id: str = ""
 
 
-class FeedSettings(BaseModel):
+class FeedSettings(_Section):
     """Inputs of ``k2 feed replay``."""
 
     asx_data_dir: Path = Path("data/asx-2014-03")
     asx_timezone: str = "Australia/Sydney"
 
 
-class LogSettings(BaseModel):
+class LogSettings(_Section):
     """structlog output: JSON lines, or colour when stderr is a terminal."""
 
     level: str = "INFO"

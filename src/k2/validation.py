@@ -81,12 +81,22 @@ def _parse_options(stream: Stream) -> pj.ParseOptions:
 
 
 def _parse_columnar(stream: Stream, payloads: list[bytes]) -> pa.Table | None:
-    """Parse all payloads as newline-delimited JSON; None if any message spoils the batch."""
+    """Parse all payloads as newline-delimited JSON; None if any message spoils the batch.
+
+    Guards before Arrow sees the bytes: every message must open an object (a bare ``null`` first
+    in the input crashes pyarrow 26's reader, apache/arrow#47409), and the joined buffer must hold
+    exactly one newline per boundary (Arrow would accept an object spread over several lines).
+    """
     if not payloads:
         return arrow_wire_schema(stream).empty_table()
+    if not all(p[:1] == b"{" for p in payloads):
+        return None
+    joined = b"\n".join(payloads)
+    if joined.count(b"\n") != len(payloads) - 1:
+        return None
     try:
         table = pj.read_json(
-            io.BytesIO(b"\n".join(payloads)),
+            io.BytesIO(joined),
             read_options=pj.ReadOptions(block_size=max(1 << 20, 2 * sum(map(len, payloads)))),
             parse_options=_parse_options(stream),
         )
@@ -96,11 +106,28 @@ def _parse_columnar(stream: Stream, payloads: list[bytes]) -> pa.Table | None:
     return table if table.num_rows == len(payloads) else None
 
 
+def _lenient(stream: Stream) -> type[msgspec.Struct]:
+    """The wire struct with every field optional: types are checked, presence is left to the rules.
+
+    So a missing or null field is reported as ``missing_field:<name>`` by the columnar rules
+    whether or not a malformed neighbour sent the batch down this path.
+    """
+    cached = _LENIENT.get(stream)
+    if cached is None:
+        fields = [(f.name, f.type | None, None) for f in msgspec.structs.fields(STRUCTS[stream])]
+        cached = msgspec.defstruct(f"Lenient{STRUCTS[stream].__name__}", fields, kw_only=True)
+        _LENIENT[stream] = cached
+    return cached
+
+
+_LENIENT: dict[Stream, type[msgspec.Struct]] = {}
+
+
 def _decode_one_by_one(
     stream: Stream, payloads: list[bytes], index: list[int], rejects: list[Reject]
 ) -> list[int]:
-    """Strict msgspec decode of each indexed message; returns the indices of those that decoded."""
-    decoder = msgspec.json.Decoder(STRUCTS[stream])
+    """msgspec decode of each indexed message; returns the indices of those that decoded."""
+    decoder = msgspec.json.Decoder(_lenient(stream))
     good: list[int] = []
     for i in index:
         raw = payloads[i]
@@ -109,10 +136,16 @@ def _decode_one_by_one(
         except msgspec.ValidationError as e:
             rejects.append(Reject(i, "decode", "wrong_type_or_missing_field", str(e), type(e).__name__))
         except msgspec.DecodeError as e:
-            rejects.append(Reject(i, "decode", "malformed", str(e), type(e).__name__))
+            # msgspec refuses NaN/Infinity tokens that Arrow reads as floats; let Arrow decide, so a
+            # message gets the same verdict (e.g. price_not_finite) whatever its neighbours.
+            if _parse_columnar(stream, [raw]) is not None:
+                good.append(i)
+            else:
+                rejects.append(Reject(i, "decode", "malformed", str(e), type(e).__name__))
         else:
-            if b"\n" in raw:
-                rejects.append(Reject(i, "decode", "malformed", "raw newline in message", "DecodeError"))
+            if b"\n" in raw or raw[:1] != b"{":
+                detail = "raw newline or not a bare object"
+                rejects.append(Reject(i, "decode", "malformed", detail, "DecodeError"))
             else:
                 good.append(i)
     return good
@@ -155,6 +188,8 @@ def _rule_masks(
             ("size_negative", pc.or_(pc.less(t["bid_size"], 0), pc.less(t["ask_size"], 0))),
         ]
     else:
+        kinds = pa.array(["listing", "dividend", "split", "merger"])
+        checks.append(("unknown_reference_kind", pc.invert(pc.is_in(t["kind"], kinds))))
         for name in ("amount", "gross_amount", "ratio"):
             checks.append((f"{name}_not_finite", pc.invert(pc.is_finite(t[name]))))
     return checks

@@ -1,8 +1,9 @@
 """Apply the sequence tracker and dedup to a decoded batch, one stream group at a time.
 
-Rows are grouped by (kafka_partition, exchange, symbol, session) with a *stable* sort, so each
-group's seqs reach the tracker in arrival order; each partition has its own tracker and dedup
-(``PartitionSequencing``), because a partition's state must move with its assignment.
+Rows are grouped by (kafka_partition, exchange, symbol) with a *stable* sort and cut into runs of
+one session, so seqs and sessions reach the tracker in arrival order whatever the batch split.
+Each partition has its own tracker and dedup (``PartitionSequencing``), because a partition's
+state must move with its assignment.
 
 The landing rule, per message: dedup decides whether the identity is new; the tracker decides
 whether it can be placed. A new identity the tracker places lands. A repeated identity is a
@@ -24,7 +25,10 @@ from k2.sequence_tracker import SequenceTracker
 
 __all__ = ["PartitionSequencing", "SequencingOutcome", "apply_sequencing"]
 
-_GROUP_KEYS = ["kafka_partition", "exchange", "symbol", "session"]
+# Rows are ordered by stream (stable, so arrival order is kept within it) and cut into runs of one
+# session: sessions reach the tracker in arrival order whatever the batch boundaries.
+_ORDER_KEYS = ["kafka_partition", "exchange", "symbol"]
+_GROUP_KEYS = [*_ORDER_KEYS, "session"]
 
 
 @dataclass(slots=True)
@@ -42,7 +46,7 @@ class SequencingOutcome:
 
 
 def _group_starts(t: pa.Table) -> np.ndarray:
-    """Row indices where a new (partition, exchange, symbol, session) group starts in sorted ``t``."""
+    """Row indices where a new run of one (partition, exchange, symbol, session) starts in ``t``."""
     n = t.num_rows
     change = np.zeros(n, dtype=bool)
     change[0] = True
@@ -59,7 +63,7 @@ def apply_sequencing(
 ) -> SequencingOutcome:
     if rows.num_rows == 0:
         return SequencingOutcome(rows, rows)
-    order = pc.sort_indices(rows, sort_keys=[(k, "ascending") for k in _GROUP_KEYS])
+    order = pc.sort_indices(rows, sort_keys=[(k, "ascending") for k in _ORDER_KEYS])
     t = rows.take(order)
     seqs = t["seq"].to_numpy()
     starts = _group_starts(t)

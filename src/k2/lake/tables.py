@@ -62,7 +62,7 @@ def _common_properties(cfg: IcebergSettings) -> dict[str, str]:
         "write.parquet.row-group-limit": str(cfg.target_row_group_rows),
         "write.parquet.compression-codec": "zstd",
         # Keep metadata small as commits pile up (see lake/maintenance.py).
-        "commit.manifest-merge.enabled": "true",
+        "commit.manifest-merge.enabled": "true" if cfg.manifest_merge_min_count > 0 else "false",
         "commit.manifest.min-count-to-merge": str(cfg.manifest_merge_min_count),
         "write.metadata.delete-after-commit.enabled": "true",
         "write.metadata.previous-versions-max": "20",
