@@ -114,7 +114,7 @@ class IcebergSettings(_Section):
 class IngestSettings(_Section):
     """Batching, commit cadence, validation rules and the bounds of sequencing state."""
 
-    consume_batch: int = Field(default=10_000, ge=1)
+    consume_batch: int = Field(default=50_000, ge=1)
     consume_timeout_s: float = 0.5
     flush_rows: int = Field(default=500_000, ge=1)
     flush_seconds: float = Field(default=15.0, gt=0)

@@ -36,6 +36,7 @@ from rich.table import Table
 
 from k2.broker.topics import ensure_topics
 from k2.config import IcebergSettings, Settings, TopicNames, settings_env
+from k2.ingest.app import freeze_startup_heap
 from k2.lake import TableWriter, ensure_tables, open_catalog
 from k2.lake.maintenance import expire_snapshots
 from k2.lake.tables import market_arrow_schema
@@ -191,6 +192,7 @@ def append_latency(cfg: IcebergSettings, commits: int, rows_per_commit: int = 10
         "kafka_partition": [0] * n,
     }
     latencies: list[float] = []
+    freeze_startup_heap()  # as the ingest process does before it starts committing
     for c in range(commits):
         cols = dict(base_cols)
         cols["seq"] = list(range(c * n + 1, c * n + n + 1))

@@ -14,6 +14,7 @@ bounded; Kafka keeps everything not yet committed.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -138,6 +139,7 @@ class IngestApp:
 
     def run(self, exit_when_idle: float | None = None, max_seconds: float | None = None) -> IngestReport:
         started = time.monotonic()
+        freeze_startup_heap()
         self._consumer = self._make_consumer()
         self._committer.start()
         last_data = time.monotonic()
@@ -419,6 +421,17 @@ class IngestApp:
             duplicates=self.report.duplicates,
             rejected=sum(self.report.rejected.values()),
         )
+
+
+def freeze_startup_heap() -> None:
+    """Hide everything allocated so far (imports, catalog, schemas) from the garbage collector.
+
+    It lives for the whole process anyway. pyiceberg deep-copies table metadata many times per
+    commit, so collections run often; without this, each full collection rescans the startup heap
+    and append latency roughly doubles over a few hundred commits (measured, k2 bench ingest).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _peak_rss() -> int:
