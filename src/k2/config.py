@@ -108,7 +108,7 @@ class IcebergSettings(_Section):
     expire_snapshots_older_than_s: float = 600.0
     keep_min_snapshots: int = 10
     maintenance_every_commits: int = 20
-    manifest_merge_min_count: int = 50
+    manifest_merge_min_count: int = 50  # 0 turns manifest merging off
 
 
 class IngestSettings(_Section):
