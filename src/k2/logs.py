@@ -36,7 +36,6 @@ def configure_logging(cfg: LogSettings) -> None:
 
 
 def get_logger(component: str, **context: object) -> structlog.typing.FilteringBoundLogger:
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(
-        component=component, **context
-    )
+    # A lazy proxy: modules may call this at import time, before configure_logging() runs.
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(component=component, **context)
     return logger

@@ -41,12 +41,12 @@ from importlib import resources
 from pathlib import Path
 
 import psutil
-import structlog
 from confluent_kafka import KafkaException
 
 from k2.broker.topics import admin_client, ensure_topics, list_topics
 from k2.config import BrokerSettings, KafkaSettings
 from k2.errors import BrokerError
+from k2.logs import get_logger
 
 __all__ = ["BrokerStatus", "LocalBroker", "new_cluster_id", "render_server_properties"]
 
@@ -55,7 +55,7 @@ _MARKER = "COMPLETE"
 _MAVEN_TIMEOUT_S = 900.0
 _TAIL_LINES = 40
 
-log = structlog.get_logger("k2.broker").bind(component="broker")
+log = get_logger("broker")
 
 
 @dataclass(frozen=True)
