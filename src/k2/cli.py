@@ -204,7 +204,11 @@ def simulate(
 @app.command()
 def ingest(
     exit_when_idle: Annotated[
-        float | None, typer.Option(help="Exit after S seconds with nothing new and everything committed.")
+        float | None,
+        typer.Option(
+            help="For bounded runs (tests, benchmarks, backfills): commit as soon as caught up, and exit "
+            "after S seconds with nothing new and everything committed."
+        ),
     ] = None,
     max_seconds: Annotated[
         float | None, typer.Option(help="Stop (after committing) after S seconds.")

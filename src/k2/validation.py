@@ -14,6 +14,7 @@ Nothing is dropped silently.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -239,8 +240,8 @@ def _describe(t: pa.Table, row: int, rule: str) -> str:
 def decode_batch(
     stream: Stream,
     payloads: list[bytes],
-    partitions: list[int],
-    offsets: list[int],
+    partitions: Sequence[int] | np.ndarray,
+    offsets: Sequence[int] | np.ndarray,
     rules: ValidationRules,
     now_us: int,
 ) -> DecodedBatch:
@@ -299,21 +300,26 @@ def _parse_each(
 
 
 def _with_lineage(
-    stream: Stream, t: pa.Table, index: list[int], partitions: list[int], offsets: list[int], now_us: int
+    stream: Stream,
+    t: pa.Table,
+    index: list[int],
+    partitions: Sequence[int] | np.ndarray,
+    offsets: Sequence[int] | np.ndarray,
+    now_us: int,
 ) -> pa.Table:
     n = t.num_rows
-    if len(index) == len(partitions):
-        part, off = partitions, offsets
-    else:
-        part = [partitions[i] for i in index]
-        off = [offsets[i] for i in index]
+    part = np.asarray(partitions, dtype=np.int32)
+    off = np.asarray(offsets, dtype=np.int64)
+    if len(index) != len(part):
+        take = np.asarray(index, dtype=np.int64)
+        part, off = part[take], off[take]
     columns = [t[name] for name in t.column_names]
     ts_pos = t.column_names.index("ts")
     columns[ts_pos] = t["ts"].cast(TS_TYPE)
     columns += [
         pa.array(np.full(n, now_us, dtype="datetime64[us]")).cast(TS_TYPE),
-        pa.array(part, pa.int32()),
-        pa.array(off, pa.int64()),
+        pa.array(part),
+        pa.array(off),
     ]
     return pa.Table.from_arrays(columns, schema=_nullable(output_schema(stream)))
 

@@ -26,6 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -157,6 +158,10 @@ class IngestApp:
                         self.report.first_consumed_at = time.time()
                     self._process(msgs)
                     last_data = now
+                    if exit_when_idle is not None and self._caught_up(cached=True):
+                        # A bounded run: nothing else will fill the buffer, so commit now rather
+                        # than after the idle wait (a stale cached watermark only costs a commit).
+                        self._committer.request_flush()
                 elif exit_when_idle is not None and self._idle_for(now, last_data) >= exit_when_idle:
                     if self._drained() and self._caught_up():
                         self.report.exit_reason = "idle"
@@ -213,15 +218,15 @@ class IngestApp:
         return consumer
 
     def _process(self, msgs: list[Message]) -> None:
-        errors = [m for m in msgs if m.error() is not None]
-        if errors:
-            for m in errors:
+        # map() over the C methods: these per-message calls are most of the Python work per batch.
+        if any(map(Message.error, msgs)):
+            for m in msgs:
                 err = m.error()
-                if err.fatal() or err.code() not in (KafkaError._PARTITION_EOF,):
+                if err is not None and (err.fatal() or err.code() != KafkaError._PARTITION_EOF):
                     self._log.warning("consume_error", error=str(err))
             msgs = [m for m in msgs if m.error() is None]
         by_topic: dict[str, list[Message]] = defaultdict(list)
-        topics = [m.topic() for m in msgs]
+        topics = list(map(Message.topic, msgs))
         if topics and topics.count(topics[0]) == len(topics):
             by_topic[topics[0]] = msgs
         else:
@@ -233,16 +238,19 @@ class IngestApp:
 
     def _process_topic(self, topic: str, msgs: list[Message]) -> None:
         stream = self._stream_of[topic]
-        values = [m.value() or b"" for m in msgs]
-        partitions = [m.partition() for m in msgs]
-        offsets = [m.offset() for m in msgs]
+        n = len(msgs)
+        values = list(map(Message.value, msgs))
+        if None in values:  # a tombstone: judged as an empty message
+            values = [v or b"" for v in values]
+        partitions = np.fromiter(map(Message.partition, msgs), np.int32, n)
+        offsets = np.fromiter(map(Message.offset, msgs), np.int64, n)
         now_us = time.time_ns() // 1000
         decoded = decode_batch(stream, values, partitions, offsets, self._rules, now_us)
         for r in decoded.rejects:
             self._dead_letter(topic, msgs[r.index], r.stage, r.rule, r.detail, r.exception)
         if decoded.rejects:
             self.report.rejected[topic] = self.report.rejected.get(topic, 0) + len(decoded.rejects)
-        last_offset = dict(zip(partitions, offsets, strict=True))
+        last_offset = _last_offsets(partitions, offsets)
         with self._lock:
             states = {p: part.sequencing for p in last_offset if (part := self._parts.get((topic, p)))}
             rows = decoded.rows
@@ -295,16 +303,21 @@ class IngestApp:
             return 0.0
         return now - max(last_data, self._assigned_at)
 
-    def _caught_up(self) -> bool:
-        """True when every owned partition has been read to its high watermark (nothing new)."""
+    def _caught_up(self, cached: bool = False) -> bool:
+        """True when every owned partition has been read to its high watermark (nothing new).
+
+        ``cached`` uses the watermarks of the latest fetch responses (no broker round trip).
+        """
         assert self._consumer is not None
         with self._lock:
             positions = {
                 k: (p.consumed if p.consumed is not None else p.committed) for k, p in self._parts.items()
             }
         for (topic, p), pos in positions.items():
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
-            if high > (pos or 0):
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=10, cached=cached
+            )
+            if high < 0 or high > (pos or 0):  # negative: watermark not known yet
                 return False
         return True
 
@@ -421,6 +434,12 @@ class IngestApp:
             duplicates=self.report.duplicates,
             rejected=sum(self.report.rejected.values()),
         )
+
+
+def _last_offsets(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]:
+    """Highest offset per partition in a batch (offsets only grow within a partition)."""
+    uniq, last = np.unique(partitions[::-1], return_index=True)
+    return {int(p): int(offsets[len(offsets) - 1 - i]) for p, i in zip(uniq, last, strict=True)}
 
 
 def freeze_startup_heap() -> None:

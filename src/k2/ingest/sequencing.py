@@ -25,10 +25,7 @@ from k2.sequence_tracker import SequenceTracker
 
 __all__ = ["PartitionSequencing", "SequencingOutcome", "apply_sequencing"]
 
-# Rows are ordered by stream (stable, so arrival order is kept within it) and cut into runs of one
-# session: sessions reach the tracker in arrival order whatever the batch boundaries.
-_ORDER_KEYS = ["kafka_partition", "exchange", "symbol"]
-_GROUP_KEYS = [*_ORDER_KEYS, "session"]
+_GROUP_KEYS = ["kafka_partition", "exchange", "symbol", "session"]
 
 
 @dataclass(slots=True)
@@ -45,32 +42,43 @@ class SequencingOutcome:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def _group_starts(t: pa.Table) -> np.ndarray:
-    """Row indices where a new run of one (partition, exchange, symbol, session) starts in ``t``."""
-    n = t.num_rows
-    change = np.zeros(n, dtype=bool)
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
+    """Integer code per row (dictionary order) and the number of distinct values."""
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), len(encoded.dictionary)
+
+
+def _stream_order(rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """A stable order grouping rows by (partition, exchange, symbol), and each row's session.
+
+    Sorting one int64 key built from dictionary codes is far cheaper than a multi-column sort on
+    strings, and a stable sort keeps arrival order within each stream.
+    """
+    exchange, n_exchange = _codes(rows["exchange"])
+    symbol, n_symbol = _codes(rows["symbol"])
+    partition = rows["kafka_partition"].to_numpy().astype(np.int64)
+    key = (partition * n_exchange + exchange) * n_symbol + symbol
+    order = np.argsort(key, kind="stable")
+    sessions = rows["session"].to_numpy()[order]
+    key = key[order]
+    change = np.empty(len(order), dtype=bool)
     change[0] = True
-    for name in _GROUP_KEYS:
-        col = t[name]
-        if n > 1:
-            diff = pc.not_equal(col.slice(1), col.slice(0, n - 1))
-            change[1:] |= np.asarray(diff.to_numpy(zero_copy_only=False), dtype=bool)
-    return np.flatnonzero(change)
+    change[1:] = (key[1:] != key[:-1]) | (sessions[1:] != sessions[:-1])
+    return order, np.flatnonzero(change)
 
 
 def apply_sequencing(
     rows: pa.Table, states: dict[int, PartitionSequencing], now_us: int
 ) -> SequencingOutcome:
-    if rows.num_rows == 0:
+    n = rows.num_rows
+    if n == 0:
         return SequencingOutcome(rows, rows)
-    order = pc.sort_indices(rows, sort_keys=[(k, "ascending") for k in _ORDER_KEYS])
-    t = rows.take(order)
-    seqs = t["seq"].to_numpy()
-    starts = _group_starts(t)
-    ends = np.append(starts[1:], t.num_rows)
-    heads = t.select(_GROUP_KEYS).take(pa.array(starts)).to_pylist()
-    land = np.empty(t.num_rows, dtype=bool)
-    dlq = np.zeros(t.num_rows, dtype=bool)
+    order, starts = _stream_order(rows)
+    seqs = rows["seq"].to_numpy()[order]
+    ends = np.append(starts[1:], n)
+    heads = rows.select(_GROUP_KEYS).take(pa.array(order[starts])).to_pylist()
+    land = np.empty(n, dtype=bool)  # in stream order
+    dlq = np.zeros(n, dtype=bool)
     duplicates = 0
     for head, lo, hi in zip(heads, starts, ends, strict=True):
         state = states[head["kafka_partition"]]
@@ -82,6 +90,12 @@ def apply_sequencing(
         if not placed.all():
             dlq[lo:hi] = new & ~placed
         duplicates += int(hi - lo - np.count_nonzero(new))
-    out = t if land.all() else t.filter(pa.array(land))
-    unplaceable = t.filter(pa.array(dlq)) if dlq.any() else t.slice(0, 0)
-    return SequencingOutcome(out, unplaceable, duplicates)
+    if land.all():
+        return SequencingOutcome(rows, rows.slice(0, 0), duplicates)
+    # Back to arrival order: rows keep the order they were consumed in.
+    land_in_place = np.empty(n, dtype=bool)
+    land_in_place[order] = land
+    dlq_in_place = np.zeros(n, dtype=bool)
+    dlq_in_place[order] = dlq
+    unplaceable = rows.filter(pa.array(dlq_in_place)) if dlq.any() else rows.slice(0, 0)
+    return SequencingOutcome(rows.filter(pa.array(land_in_place)), unplaceable, duplicates)
