@@ -249,7 +249,7 @@ def run_ingest_bench(
     results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    console.print(render(results))
+    console.print(render(results), width=150)
     return results
 
 
