@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,35 +14,13 @@ from pathlib import Path
 import pytest
 from pyiceberg.exceptions import NoSuchTableError
 
-from k2.config import Settings, settings_env
+from k2.config import Settings
 from k2.feeds.report import FeedReport
 from k2.feeds.simulator import SimulatorConfig, simulate
 from k2.lake import TABLE_FOR_STREAM, open_catalog
+from lake_probe import gap_ranges, landed_identities, start_ingest
 
 KILLS = 6  # each round: start, wait for a commit, kill -9 within 1.5 s; the feed outlasts them
-
-
-def _ingest(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    """An ingest child process; its log goes to a file (a pipe nobody reads would block it)."""
-    env = {**os.environ, **settings_env(settings), "K2_LOG__FORMAT": "json"}
-    with open(log, "ab") as sink:
-        return subprocess.Popen(
-            [sys.executable, "-m", "k2.cli", "ingest", *args], env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-
-
-def _landed(settings: Settings) -> list[tuple[str, str, str, int, int]]:
-    catalog = open_catalog(settings.iceberg)
-    out: list[tuple[str, str, str, int, int]] = []
-    for stream, table in TABLE_FOR_STREAM.items():
-        rows = (
-            catalog.load_table((settings.iceberg.namespace, table))
-            .scan(selected_fields=("exchange", "symbol", "session", "seq"))
-            .to_arrow()
-            .to_pylist()
-        )
-        out += [(stream, r["exchange"], r["symbol"], r["session"], r["seq"]) for r in rows]
-    return out
 
 
 @pytest.fixture
@@ -87,34 +64,22 @@ def test_kill_9_during_ingest_loses_and_duplicates_nothing(crash_settings: Setti
     feed = threading.Thread(target=lambda: produced.append(simulate(crash_settings, config, progress=False)))
     feed.start()
     for _ in range(KILLS):
-        proc = _ingest(crash_settings, log)
+        proc = start_ingest(crash_settings, log)
         _wait_for_commit(crash_settings, _snapshots(crash_settings), proc, log)
         time.sleep(rng.uniform(0.0, 1.5))  # somewhere in consume / buffer / commit
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     feed.join(timeout=300)
     assert produced, "the simulator did not finish"
-    final = _ingest(crash_settings, log, "--exit-when-idle", "3", "--max-seconds", "300")
+    final = start_ingest(crash_settings, log, "--exit-when-idle", "3", "--max-seconds", "300")
     assert final.wait(timeout=400) == 0, log.read_text()[-3000:]
 
     report = produced[0]
-    landed = _landed(crash_settings)
+    landed = landed_identities(crash_settings)
     assert len(landed) == len(set(landed)), "a message landed twice"
     assert set(landed) == report.valid_keys()
 
-    gaps = (
-        open_catalog(crash_settings.iceberg)
-        .load_table((crash_settings.iceberg.namespace, "sequence_gaps"))
-        .scan()
-        .to_arrow()
-        .to_pylist()
-    )
-    stream_of = {v: k for k, v in TABLE_FOR_STREAM.items()}
-    open_gaps = {
-        (stream_of[g["table"]], g["exchange"], g["symbol"], g["session"], g["first_seq"], g["last_seq"])
-        for g in gaps
-        if g["status"] == "open"
-    }
+    open_gaps = gap_ranges(crash_settings, "open")
     assert open_gaps == {
         (g.table, g.exchange, g.symbol, g.session, g.first_seq, g.last_seq) for g in report.gaps
     }

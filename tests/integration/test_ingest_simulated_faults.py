@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pyarrow as pa
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -14,27 +13,7 @@ from k2.config import Settings
 from k2.feeds.report import FeedReport
 from k2.feeds.simulator import SimulatorConfig, simulate
 from k2.ingest import IngestApp
-from k2.lake import TABLE_FOR_STREAM, open_catalog
-
-STREAM_OF_TABLE = {v: k for k, v in TABLE_FOR_STREAM.items()}
-
-
-def _identities(settings: Settings) -> list[tuple[str, str, str, int, int]]:
-    catalog = open_catalog(settings.iceberg)
-    out: list[tuple[str, str, str, int, int]] = []
-    for stream, table in TABLE_FOR_STREAM.items():
-        t = (
-            catalog.load_table((settings.iceberg.namespace, table))
-            .scan(selected_fields=("exchange", "symbol", "session", "seq"))
-            .to_arrow()
-        )
-        out += [(stream, r["exchange"], r["symbol"], r["session"], r["seq"]) for r in t.to_pylist()]
-    return out
-
-
-def _gap_records(settings: Settings) -> pa.Table:
-    catalog = open_catalog(settings.iceberg)
-    return catalog.load_table((settings.iceberg.namespace, "sequence_gaps")).scan().to_arrow()
+from lake_probe import gap_ranges, landed_identities
 
 
 def _dlq(settings: Settings, expected: int) -> list[dict[str, bytes]]:
@@ -82,27 +61,18 @@ def faulty_run(k2_settings: Settings) -> tuple[Settings, FeedReport]:
 
 def test_tables_hold_exactly_the_valid_unique_set(faulty_run: tuple[Settings, FeedReport]) -> None:
     settings, report = faulty_run
-    landed = _identities(settings)
+    landed = landed_identities(settings)
     assert len(landed) == len(set(landed)), "a message identity landed twice"
     assert set(landed) == report.valid_keys()
 
 
 def test_sequence_gaps_are_exactly_the_injected_gaps(faulty_run: tuple[Settings, FeedReport]) -> None:
     settings, report = faulty_run
-    records = _gap_records(settings).to_pylist()
-    open_gaps = {
-        (STREAM_OF_TABLE[r["table"]], r["exchange"], r["symbol"], r["session"], r["first_seq"], r["last_seq"])
-        for r in records
-        if r["status"] == "open"
-    }
+    open_gaps = gap_ranges(settings, "open")
     injected = {(g.table, g.exchange, g.symbol, g.session, g.first_seq, g.last_seq) for g in report.gaps}
     assert open_gaps == injected
     # each reorder opened a one-seq gap that the late message then filled
-    filled = {
-        (STREAM_OF_TABLE[r["table"]], r["exchange"], r["symbol"], r["session"], r["first_seq"], r["last_seq"])
-        for r in records
-        if r["status"] == "filled"
-    }
+    filled = gap_ranges(settings, "filled")
     reordered = {
         (o.table, o.exchange, o.symbol, o.session, o.first_seq, o.first_seq) for o in report.reorders
     }

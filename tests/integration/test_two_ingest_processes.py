@@ -3,26 +3,13 @@ joins, and again as the first leaves); together they land every message exactly 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from k2.config import Settings, settings_env
+from k2.config import Settings
 from k2.feeds.simulator import SimulatorConfig, simulate
 from k2.lake import TABLE_FOR_STREAM, open_catalog, read_offsets
-
-
-def _ingest(settings: Settings, log: Path, writer: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings_env(settings), "K2_LOG__FORMAT": "json"}
-    with open(log, "ab") as sink:
-        return subprocess.Popen(
-            [sys.executable, "-m", "k2.cli", "ingest", "--writer-id", writer, "--exit-when-idle", "4"],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+from lake_probe import start_ingest
 
 
 def test_two_processes_in_one_group_land_everything_once(k2_settings: Settings, tmp_path: Path) -> None:
@@ -31,9 +18,9 @@ def test_two_processes_in_one_group_land_everything_once(k2_settings: Settings, 
     config = SimulatorConfig(
         seed=21, tier1=6, tier2=12, tier3=24, messages=150_000, rate=15_000, duplicate_rate=0.01
     )
-    first = _ingest(settings, tmp_path / "a.log", "writer-a")
+    first = start_ingest(settings, tmp_path / "a.log", "--writer-id", "writer-a", "--exit-when-idle", "4")
     time.sleep(3)
-    second = _ingest(settings, tmp_path / "b.log", "writer-b")
+    second = start_ingest(settings, tmp_path / "b.log", "--writer-id", "writer-b", "--exit-when-idle", "4")
     report = simulate(settings, config, progress=False)
     for proc, log in ((first, "a.log"), (second, "b.log")):
         assert proc.wait(timeout=300) == 0, (tmp_path / log).read_text()[-3000:]
