@@ -23,7 +23,7 @@ __all__ = ["BufferContent", "LiveBuffer"]
 
 @dataclass(slots=True)
 class BufferContent:
-    """What the committer takes: chunks per table and the oldest append's clock (monotonic s)."""
+    """What the committer takes: the buffered chunks per table and their row count."""
 
     chunks: dict[str, list[pa.Table]] = field(default_factory=dict)
     rows: int = 0

@@ -267,7 +267,7 @@ def decode_batch(
             )
         skip = set(oversize)
         index = [i for i in index if i not in skip]
-    table = _parse_columnar(stream, [payloads[i] for i in index]) if not oversize else None
+    table = _parse_columnar(stream, [payloads[i] for i in index])
     if table is None:
         index = _decode_one_by_one(stream, payloads, index, rejects)
         table = _parse_columnar(stream, [payloads[i] for i in index])

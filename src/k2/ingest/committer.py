@@ -111,7 +111,6 @@ class Committer:
         self.error: BaseException | None = None
         self.commits = 0
         self.rows_committed: dict[str, int] = {}
-        self.commit_seconds: list[float] = []
         self.last_rows_committed_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="k2-committer", daemon=True)
 
@@ -176,7 +175,6 @@ class Committer:
             rows = rows.sort_by([("symbol", "ascending"), ("ts", "ascending")]).cast(schema)
         result = writer.commit(rows, s.offsets, s.expected)
         self.commits += 1
-        self.commit_seconds.append(result.seconds)
         self.rows_committed[writer.name] = self.rows_committed.get(writer.name, 0) + rows.num_rows
         if rows.num_rows:
             self.last_rows_committed_at = time.time()

@@ -14,7 +14,7 @@ never contradicts the ``sequence_gaps`` ledger.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -39,7 +39,6 @@ class SequencingOutcome:
     rows: pa.Table  # rows that land
     unplaceable: pa.Table  # new identities the tracker refused: to the DLQ
     duplicates: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
