@@ -93,10 +93,11 @@ def _parse_columnar(stream: Stream, payloads: list[bytes]) -> pa.Table | None:
     """
     if not payloads:
         return arrow_wire_schema(stream).empty_table()
-    if not all(p[:1] == b"{" for p in payloads):
-        return None
     joined = b"\n".join(payloads)
-    if joined.count(b"\n") != len(payloads) - 1:
+    # Counted in C rather than looped in Python: with exactly n-1 newlines, none is inside a
+    # message, so n-1 "\n{" plus a leading "{" means every message opens an object.
+    boundaries = len(payloads) - 1
+    if joined[:1] != b"{" or joined.count(b"\n") != boundaries or joined.count(b"\n{") != boundaries:
         return None
     try:
         table = pj.read_json(
@@ -128,7 +129,7 @@ _LENIENT: dict[Stream, type[msgspec.Struct]] = {}
 
 
 def _decode_one_by_one(
-    stream: Stream, payloads: list[bytes], index: list[int], rejects: list[Reject]
+    stream: Stream, payloads: list[bytes], index: Sequence[int], rejects: list[Reject]
 ) -> list[int]:
     """msgspec decode of each indexed message; returns the indices of those that decoded."""
     decoder = msgspec.json.Decoder(_lenient(stream))
@@ -200,7 +201,12 @@ def _rule_masks(
 
 
 def _validate(
-    stream: Stream, t: pa.Table, index: list[int], rules: ValidationRules, now_us: int, rejects: list[Reject]
+    stream: Stream,
+    t: pa.Table,
+    index: Sequence[int],
+    rules: ValidationRules,
+    now_us: int,
+    rejects: list[Reject],
 ) -> pa.Array:
     """Append a Reject for each rule-breaking row; return the keep mask over ``t``.
 
@@ -252,8 +258,13 @@ def decode_batch(
     to know exactly which Kafka record every row came from.
     """
     rejects: list[Reject] = []
-    index = list(range(len(payloads)))
-    oversize = [i for i, raw in enumerate(payloads) if len(raw) > rules.max_message_bytes]
+    index: Sequence[int] = range(len(payloads))
+    cap = rules.max_message_bytes
+    oversize = (
+        [i for i, raw in enumerate(payloads) if len(raw) > cap]
+        if max(map(len, payloads), default=0) > cap
+        else []
+    )
     if oversize:
         for i in oversize:
             rejects.append(
@@ -267,7 +278,7 @@ def decode_batch(
             )
         skip = set(oversize)
         index = [i for i in index if i not in skip]
-    table = _parse_columnar(stream, [payloads[i] for i in index])
+    table = _parse_columnar(stream, payloads if oversize == [] else [payloads[i] for i in index])
     if table is None:
         index = _decode_one_by_one(stream, payloads, index, rejects)
         table = _parse_columnar(stream, [payloads[i] for i in index])
@@ -282,7 +293,7 @@ def decode_batch(
 
 
 def _parse_each(
-    stream: Stream, payloads: list[bytes], index: list[int], rejects: list[Reject]
+    stream: Stream, payloads: list[bytes], index: Sequence[int], rejects: list[Reject]
 ) -> tuple[list[int], pa.Table]:
     kept: list[int] = []
     parts: list[pa.Table] = []
@@ -302,7 +313,7 @@ def _parse_each(
 def _with_lineage(
     stream: Stream,
     t: pa.Table,
-    index: list[int],
+    index: Sequence[int],
     partitions: Sequence[int] | np.ndarray,
     offsets: Sequence[int] | np.ndarray,
     now_us: int,

@@ -37,6 +37,7 @@ from rich.table import Table
 from k2.broker.topics import ensure_topics
 from k2.config import IcebergSettings, Settings, TopicNames, settings_env
 from k2.ingest.app import freeze_startup_heap
+from k2.ingest.consumer import consumer_config
 from k2.lake import TableWriter, ensure_tables, open_catalog
 from k2.lake.maintenance import expire_snapshots
 from k2.lake.tables import market_arrow_schema
@@ -95,14 +96,7 @@ def _wait_assigned(s: Settings, timeout: float = 60) -> None:
 def bare_consume_rate(s: Settings, expected: int) -> float:
     """The ceiling: consume(10000) from the beginning of the data topics, no processing."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": s.kafka.bootstrap_servers,
-            "group.id": f"bench-ceiling-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 8 * 1024 * 1024,
-            "queued.max.messages.kbytes": 256 * 1024,
-        }
+        consumer_config(s.kafka, f"bench-ceiling-{uuid.uuid4().hex[:8]}", **{"enable.auto.commit": False})
     )
     tps = [
         TopicPartition(topic, p, OFFSET_BEGINNING)

@@ -24,7 +24,6 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import psutil
@@ -34,6 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from k2.config import Settings
 from k2.ingest.committer import Committer, FlushWork, StreamWork, stream_key
+from k2.ingest.consumer import consumer_config
 from k2.ingest.dlq import DeadLetter, DeadLetterQueue
 from k2.ingest.restore import restore_partitions
 from k2.ingest.sequencing import PartitionSequencing, apply_sequencing
@@ -198,19 +198,14 @@ class IngestApp:
     # -- consuming ---------------------------------------------------------------------------
 
     def _make_consumer(self) -> Consumer:
-        conf: dict[str, Any] = {
-            "bootstrap.servers": self._s.kafka.bootstrap_servers,
-            "group.id": self._s.kafka.group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 8 * 1024 * 1024,
-            "queued.max.messages.kbytes": 256 * 1024,
-            "fetch.wait.max.ms": 100,
-            "session.timeout.ms": 15000,
-            **self._s.kafka.client_properties,
-        }
+        # Exactly-once needs manual offsets: Kafka's group offsets are advisory (see module doc).
+        conf = consumer_config(
+            self._s.kafka,
+            self._s.kafka.group_id,
+            **{"enable.auto.commit": False, "enable.auto.offset.store": False},
+        )
+        conf.setdefault("auto.offset.reset", "earliest")
+        conf.setdefault("session.timeout.ms", 15000)
         consumer = Consumer(conf)
         consumer.subscribe(
             list(self._stream_of), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost

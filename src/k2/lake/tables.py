@@ -13,7 +13,6 @@ exchange, symbol, session) are rewritten as a unit whenever that stream's gaps c
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from functools import partial
 
@@ -98,8 +97,7 @@ def _create_market(
 
 def ensure_tables(catalog: Catalog, cfg: IcebergSettings) -> dict[str, Table]:
     """Create the namespace and the four tables if missing; return them by table name."""
-    with contextlib.suppress(NamespaceAlreadyExistsError):
-        catalog.create_namespace(cfg.namespace)
+    _ensure_namespace(catalog, cfg.namespace)
     tables: dict[str, Table] = {}
     for stream, name in TABLE_FOR_STREAM.items():
         tables[name] = _load_or_create(
@@ -115,6 +113,19 @@ def ensure_tables(catalog: Catalog, cfg: IcebergSettings) -> dict[str, Table]:
     return tables
 
 
+def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    """Create the namespace unless it exists. Several ingest processes may start on a fresh catalog
+    at once; SqlCatalog reports the loser of that race as a raw database IntegrityError, not as
+    NamespaceAlreadyExistsError, so any failure is forgiven once the namespace is there."""
+    try:
+        catalog.create_namespace(namespace)
+    except NamespaceAlreadyExistsError:
+        pass
+    except Exception:
+        if not catalog.namespace_exists(namespace):
+            raise
+
+
 def _load_or_create(
     catalog: Catalog, ident: tuple[str, str], create: Callable[[tuple[str, str]], Table]
 ) -> Table:
@@ -126,4 +137,8 @@ def _load_or_create(
     try:
         return create(ident)
     except TableAlreadyExistsError:
+        return catalog.load_table(ident)
+    except Exception:  # a raw database error from the race's loser (see _ensure_namespace)
+        if not catalog.table_exists(ident):
+            raise
         return catalog.load_table(ident)
