@@ -217,17 +217,35 @@ def ingest(
     report: Annotated[
         Path | None, typer.Option(help="Write the run's counts and timings as JSON here.")
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Ingest processes in one consumer group on this host (default ingest.processes).",
+        ),
+    ] = None,
 ) -> None:
     """Consume trades, quotes and reference data from Kafka into Iceberg, exactly once."""
     from k2.ingest import IngestApp
+    from k2.ingest.pool import run_pool
 
     settings = _settings()
-    try:
-        ingest_app = IngestApp(settings, writer_id=writer_id)
-        ingest_app.install_signal_handlers()
-        result = ingest_app.run(exit_when_idle=exit_when_idle, max_seconds=max_seconds)
-    except K2Error as e:
-        _fail(str(e), 3)
+    n = processes or settings.ingest.processes
+    if n > 1:
+        pool = run_pool(n, _State.config, writer_id, exit_when_idle, max_seconds)
+        result = pool.report
+        if any(pool.exit_codes):
+            if report is not None:
+                report.write_text(result.to_json() + "\n")
+            failed = next(c for c in pool.exit_codes if c)
+            _fail(f"ingest processes exited with {pool.exit_codes}", failed if failed > 0 else 128 - failed)
+    else:
+        try:
+            ingest_app = IngestApp(settings, writer_id=writer_id)
+            ingest_app.install_signal_handlers()
+            result = ingest_app.run(exit_when_idle=exit_when_idle, max_seconds=max_seconds)
+        except K2Error as e:
+            _fail(str(e), 3)
     if report is not None:
         report.write_text(result.to_json() + "\n")
     console.print(
@@ -246,11 +264,20 @@ def bench_ingest(
     ),
     sim_messages: Annotated[int, typer.Option(help="Messages in the simulated-load scenario.")] = 1_000_000,
     commits: Annotated[int, typer.Option(help="Appends in the append-latency measurement.")] = 2000,
+    processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Also run every scenario with this many ingest processes (default: CPUs)."),
+    ] = None,
 ) -> None:
     """End-to-end ingest rate vs a bare consume loop (same run), peak RSS, append latency growth."""
+    import os
+
     from k2.bench.ingest import run_ingest_bench
 
-    run_ingest_bench(_settings(), out, sim_messages=sim_messages, commits=commits, console=console)
+    n = processes or os.cpu_count() or 1
+    run_ingest_bench(
+        _settings(), out, sim_messages=sim_messages, commits=commits, processes=n, console=console
+    )
     console.print(f"results written to {out}")
 
 

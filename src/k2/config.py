@@ -130,6 +130,9 @@ class IngestSettings(_Section):
     # An open gap older than this is declared lost; a later arrival for it goes to the DLQ.
     gap_lost_after_s: float = 24 * 3600.0
     writer_id: str = ""
+    # Ingest processes on this host, in one consumer group (``k2 ingest --processes``). One
+    # Python process is bounded by one core for consume + decode; Kafka splits the partitions.
+    processes: int = Field(default=1, ge=1, le=64)
 
 
 class FeedSettings(_Section):

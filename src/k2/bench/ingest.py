@@ -16,8 +16,10 @@ last 10 of ``commits`` appends, with the same snapshot expiry the committer runs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from rich.console import Console
@@ -48,6 +51,7 @@ __all__ = ["run_ingest_bench"]
 @dataclass
 class ScenarioResult:
     name: str
+    processes: int  # ingest processes in the group (the ceiling is always one bare loop)
     produced: int
     rows_landed: int
     e2e_seconds: float
@@ -57,16 +61,20 @@ class ScenarioResult:
     ceiling_rate: float
     e2e_ratio: float
     drain_ratio: float
-    ingest_peak_rss_mb: float
+    ingest_peak_rss_mb: float  # sum of the processes' peaks
     producer_rate: float
+    # CPU seconds during the e2e run: feed (first send to flush), broker (whole ingest run),
+    # ingest (all processes, start-up included). Two cores give 2 CPU-s per wall second.
+    cpu_s: dict[str, float | None]
 
 
 def _env_for(s: Settings) -> dict[str, str]:
     return {**os.environ, **settings_env(s), "K2_LOG__FORMAT": "json", "K2_LOG__LEVEL": "WARNING"}
 
 
-def _start_ingest(s: Settings, report: Path, idle_s: float) -> subprocess.Popen[bytes]:
+def _start_ingest(s: Settings, report: Path, idle_s: float, processes: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "k2.cli", "ingest", "--exit-when-idle", str(idle_s), "--report", str(report)]
+    cmd += ["--processes", str(processes)]
     return subprocess.Popen(cmd, env=_env_for(s), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -78,19 +86,50 @@ def _wait_ingest(proc: subprocess.Popen[bytes], report: Path, timeout: float = 9
     return data
 
 
-def _wait_assigned(s: Settings, timeout: float = 60) -> None:
-    """Wait until the ingest process has joined its group (so e2e timing excludes process start)."""
+def _wait_assigned(s: Settings, members: int, timeout: float = 60) -> None:
+    """Wait until ``members`` ingest processes hold partitions (e2e timing excludes start-up)."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap_servers})
+    group = s.kafka.group_id
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        groups = admin.describe_consumer_groups([s.kafka.group_id])
-        desc = groups[s.kafka.group_id].result(timeout=10)
-        if desc.members and any(m.assignment.topic_partitions for m in desc.members):
+        try:
+            desc = admin.describe_consumer_groups([group], request_timeout=2)[group].result(timeout=3)
+        except (KafkaException, TimeoutError):  # no coordinator or group yet: ask again
+            desc = None
+        if desc is not None and sum(1 for m in desc.members if m.assignment.topic_partitions) >= members:
             return
         time.sleep(0.2)
-    raise RuntimeError("ingest did not join its consumer group in time")
+    raise RuntimeError(f"{members} ingest processes did not join their consumer group in time")
+
+
+def _broker_process(s: Settings) -> psutil.Process | None:
+    """The broker JVM listening on the bootstrap port (for its CPU time), if it runs here."""
+    port = int(s.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+    for proc in psutil.process_iter(["cmdline"]):
+        if "kafka.Kafka" not in " ".join(proc.info["cmdline"] or []):
+            continue
+        with contextlib.suppress(psutil.Error):
+            if any(c.laddr.port == port and c.status == "LISTEN" for c in proc.net_connections("tcp")):
+                return proc
+    return None
+
+
+def _cpu(proc: psutil.Process | None) -> float | None:
+    if proc is None:
+        return None
+    with contextlib.suppress(psutil.Error):
+        t = proc.cpu_times()
+        return float(t.user + t.system)
+    return None
+
+
+def _children_cpu() -> float:
+    """CPU of waited-for descendants (the ingest process and, through it, its pool children)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def bare_consume_rate(s: Settings, expected: int) -> float:
@@ -131,26 +170,34 @@ def _scenario_settings(base: Settings, name: str, work: Path, run_id: str, suffi
     return base.model_copy(update={"kafka": kafka, "iceberg": iceberg})
 
 
-def _run_scenario(base: Settings, name: str, produce: Any, work: Path, run_id: str) -> ScenarioResult:
-    s = _scenario_settings(base, name, work, run_id)
+def _run_scenario(
+    base: Settings, name: str, produce: Any, work: Path, run_id: str, processes: int
+) -> ScenarioResult:
+    label = f"{name}-p{processes}"
+    s = _scenario_settings(base, label, work, run_id)
     ensure_topics(s.kafka.bootstrap_servers, s.kafka.topics.all(), s.kafka.partitions)
-    report = work / f"{name}-ingest.json"
-    proc = _start_ingest(s, report, idle_s=1.0)
-    _wait_assigned(s)
+    report = work / f"{label}-ingest.json"
+    broker = _broker_process(s)
+    broker0, ingest0 = _cpu(broker), _children_cpu()
+    # The idle exit must outlast the feed's own set-up (rendering messages before the first send).
+    proc = _start_ingest(s, report, idle_s=5.0, processes=processes)
+    _wait_assigned(s, processes)
     feed = produce(s)
     ing = _wait_ingest(proc, report)
+    broker1, ingest1 = _cpu(broker), _children_cpu()
     feed_start = datetime.fromisoformat(feed.started_at).timestamp()
     rows = sum(ing["landed"].values())
     e2e = ing["last_committed_at"] - feed_start
 
-    d = _scenario_settings(base, name, work, run_id, suffix="-drain")
-    drain_report = work / f"{name}-drain.json"
-    drain = _wait_ingest(_start_ingest(d, drain_report, idle_s=1.0), drain_report)
+    d = _scenario_settings(base, label, work, run_id, suffix="-drain")
+    drain_report = work / f"{label}-drain.json"
+    drain = _wait_ingest(_start_ingest(d, drain_report, idle_s=1.0, processes=processes), drain_report)
     drain_s = drain["last_committed_at"] - drain["first_consumed_at"]
     ceiling = bare_consume_rate(s, feed.produced_total)
     e2e_rate, drain_rate = rows / e2e, sum(drain["landed"].values()) / drain_s
     return ScenarioResult(
         name=name,
+        processes=processes,
         produced=feed.produced_total,
         rows_landed=rows,
         e2e_seconds=round(e2e, 3),
@@ -162,6 +209,11 @@ def _run_scenario(base: Settings, name: str, produce: Any, work: Path, run_id: s
         drain_ratio=round(drain_rate / ceiling, 3),
         ingest_peak_rss_mb=round(max(ing["peak_rss_bytes"], drain["peak_rss_bytes"]) / 2**20, 1),
         producer_rate=round(feed.messages_per_second),
+        cpu_s={
+            "feed": feed.cpu_s,
+            "broker": None if broker0 is None or broker1 is None else round(broker1 - broker0, 2),
+            "ingest": round(ingest1 - ingest0, 2),
+        },
     )
 
 
@@ -214,6 +266,7 @@ def run_ingest_bench(
     out: Path,
     sim_messages: int = 1_000_000,
     commits: int = 2000,
+    processes: int = 2,
     console: Console | None = None,
 ) -> dict[str, Any]:
     from k2.feeds.asx import replay_asx
@@ -228,13 +281,17 @@ def run_ingest_bench(
             ("asx", lambda s: replay_asx(s, speed=None, progress=False)),
             (
                 "sim",
-                lambda s: simulate(s, SimulatorConfig(rate=0, messages=sim_messages, seed=1), progress=False),
+                lambda s: simulate(
+                    s, SimulatorConfig(rate=0, messages=sim_messages, seed=1), progress=False, prerender=True
+                ),
             ),
         ]
         results["scenarios"] = []
         for name, produce in scenarios:
-            console.print(f"[bold]scenario {name}[/]")
-            results["scenarios"].append(asdict(_run_scenario(settings, name, produce, work, run_id)))
+            for n in sorted({1, processes}):
+                console.print(f"[bold]scenario {name}, {n} ingest process(es)[/]")
+                result = _run_scenario(settings, name, produce, work, run_id, n)
+                results["scenarios"].append(asdict(result))
         console.print(f"[bold]append latency over {commits} commits[/]")
         lat_cfg = settings.iceberg.model_copy(
             update={"warehouse": str(work / "latency-warehouse"), "uri": ""}
@@ -249,14 +306,15 @@ def run_ingest_bench(
 
 def render(results: dict[str, Any]) -> Table:
     t = Table(title=f"k2 bench ingest (run {results['run_id']})", title_justify="left")
-    cols = ["scenario", "produced", "landed", "e2e msg/s", "drain msg/s", "ceiling msg/s", "e2e/ceil",
-            "drain/ceil", "peak RSS MB"]  # fmt: skip
+    cols = ["scenario", "procs", "produced", "landed", "e2e msg/s", "drain msg/s", "ceiling msg/s",
+            "e2e/ceil", "drain/ceil", "peak RSS MB", "CPU s feed/broker/ingest"]  # fmt: skip
     for c in cols:
         t.add_column(c, justify="right")
     for r in results["scenarios"]:
         cells = [f"{r[k]:,}" for k in ("produced", "rows_landed", "e2e_rate", "drain_rate", "ceiling_rate")]
         ratios = [f"{r['e2e_ratio']:.2f}", f"{r['drain_ratio']:.2f}", str(r["ingest_peak_rss_mb"])]
-        t.add_row(r["name"], *cells, *ratios)
+        cpu = "/".join("-" if v is None else f"{v:.1f}" for v in r["cpu_s"].values())
+        t.add_row(r["name"], str(r["processes"]), *cells, *ratios, cpu)
     lat = results["append_latency"]
     t.caption = (
         f"append latency: first 10 {lat['first10_median_ms']} ms, last 10 {lat['last10_median_ms']} ms "

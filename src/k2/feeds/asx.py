@@ -499,6 +499,7 @@ def replay_asx(
     with FeedProducer(settings.kafka) as producer:
         started = time.time()
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
         bar = FeedProgress("ASX replay", len(wire)) if progress else None
         try:
             for start in range(0, len(wire), _BATCH):
@@ -514,9 +515,11 @@ def replay_asx(
                 bar.stop()
         producer.flush()
         elapsed = time.perf_counter() - t0
+        cpu_s = time.process_time() - cpu0
     report.started_at = utc_iso(started)
     report.ended_at = utc_iso(started + elapsed)
     report.elapsed_s = round(elapsed, 6)
+    report.cpu_s = round(cpu_s, 3)
     report.produced = produced
     report.produced_total = len(wire)
     report.messages_per_second = round(len(wire) / elapsed, 1) if elapsed > 0 else 0.0

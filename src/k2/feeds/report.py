@@ -118,6 +118,8 @@ class FeedReport(msgspec.Struct, kw_only=True):
     ended_at: str = ""  # ISO 8601 UTC, producer flushed
     elapsed_s: float = 0.0
     messages_per_second: float = 0.0
+    # CPU seconds the feed process spent from the first send to the flush (all its threads).
+    cpu_s: float = 0.0
     produced_total: int = 0
     # Everything produced per table role (valid + duplicates + poison); what each topic holds.
     produced: dict[str, int] = {}

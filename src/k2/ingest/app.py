@@ -73,6 +73,35 @@ class IngestReport:
     def to_json(self) -> str:
         return json.dumps({k: getattr(self, k) for k in self.__slots__}, indent=2)
 
+    @classmethod
+    def from_json(cls, text: str) -> IngestReport:
+        return cls(**json.loads(text))
+
+    @classmethod
+    def merge(cls, reports: list[IngestReport]) -> IngestReport:
+        """One report for several processes: counts add up, the time span covers them all.
+
+        ``peak_rss_bytes`` is the sum of the processes' peaks (an upper bound of the footprint).
+        """
+        out = cls()
+        for r in reports:
+            out.consumed += r.consumed
+            out.duplicates += r.duplicates
+            out.unplaceable += r.unplaceable
+            out.commits += r.commits
+            out.peak_rss_bytes += r.peak_rss_bytes
+            out.seconds = max(out.seconds, r.seconds)
+            for table, n in r.landed.items():
+                out.landed[table] = out.landed.get(table, 0) + n
+            for topic, n in r.rejected.items():
+                out.rejected[topic] = out.rejected.get(topic, 0) + n
+        firsts = [r.first_consumed_at for r in reports if r.first_consumed_at is not None]
+        lasts = [r.last_committed_at for r in reports if r.last_committed_at is not None]
+        out.first_consumed_at = min(firsts) if firsts else None
+        out.last_committed_at = max(lasts) if lasts else None
+        out.exit_reason = ",".join(sorted({r.exit_reason for r in reports}))
+        return out
+
 
 class IngestApp:
     def __init__(self, settings: Settings, writer_id: str | None = None) -> None:

@@ -1,0 +1,89 @@
+"""``k2 ingest --processes N``: several ingest processes on one host, in one consumer group.
+
+One Python process is bounded by one core for ``consume()`` and decoding (the GIL), so a host
+with more cores runs more processes and lets Kafka's group protocol split the partitions. Each
+child is a complete ``k2 ingest`` (its own tracker, dedup, buffer and committer, its own writer
+id), exactly as if it ran on another host: nothing here is needed for correctness, which rests
+on per-partition state and the continuity check of every commit (the catalog serialises
+concurrent commits to one table and ``TableWriter`` re-checks before retrying).
+
+The parent only starts the children, forwards SIGINT/SIGTERM, waits, and merges their reports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from k2.ingest.app import IngestReport
+from k2.logs import get_logger
+
+__all__ = ["PoolResult", "run_pool"]
+
+
+@dataclass(slots=True)
+class PoolResult:
+    report: IngestReport
+    exit_codes: list[int]
+
+
+def child_command(
+    index: int,
+    writer_id: str,
+    report: Path,
+    config: Path | None,
+    exit_when_idle: float | None,
+    max_seconds: float | None,
+) -> list[str]:
+    cmd = [sys.executable, "-m", "k2.cli"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    cmd += ["ingest", "--processes", "1", "--writer-id", f"{writer_id}-{index}", "--report", str(report)]
+    if exit_when_idle is not None:
+        cmd += ["--exit-when-idle", str(exit_when_idle)]
+    if max_seconds is not None:
+        cmd += ["--max-seconds", str(max_seconds)]
+    return cmd
+
+
+def run_pool(
+    processes: int,
+    config: Path | None,
+    writer_id: str | None = None,
+    exit_when_idle: float | None = None,
+    max_seconds: float | None = None,
+) -> PoolResult:
+    """Run ``processes`` ingest children to completion; their merged report and exit codes."""
+    base = writer_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    log = get_logger("ingest_pool", writer=base)
+    with tempfile.TemporaryDirectory(prefix="k2-ingest-") as tmp:
+        reports = [Path(tmp) / f"{i}.json" for i in range(processes)]
+        children = [
+            subprocess.Popen(child_command(i, base, reports[i], config, exit_when_idle, max_seconds))
+            for i in range(processes)
+        ]
+        log.info("started", processes=processes, pids=[c.pid for c in children])
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            for c in children:
+                if c.poll() is None:
+                    c.send_signal(signum)
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            codes = [c.wait() for c in children]
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        done = [IngestReport.from_json(r.read_text()) for r in reports if r.exists()]
+    if any(codes):
+        log.error("child_failed", exit_codes=codes)
+    return PoolResult(IngestReport.merge(done), codes)
