@@ -7,12 +7,14 @@ Everything above this module sees only ``pyiceberg.catalog.Catalog``: same code 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
 from k2.config import IcebergSettings
 
@@ -39,10 +41,24 @@ def open_catalog(cfg: IcebergSettings) -> Catalog:
         warehouse = local.as_uri()
         uri = uri or f"sqlite:///{local / 'catalog.db'}"
     extra = {k: v for k, v in cfg.properties.items() if k != "warehouse"}
-    catalog = SqlCatalog(cfg.catalog_name, uri=uri, warehouse=warehouse, **extra)
+    catalog = _sql_catalog(cfg.catalog_name, uri, warehouse, extra)
     if uri.startswith("sqlite"):
         _tune_sqlite(catalog)
     return catalog
+
+
+def _sql_catalog(name: str, uri: str, warehouse: str, extra: dict[str, Any], attempts: int = 5) -> SqlCatalog:
+    """``SqlCatalog`` creates its own tables on first use, without a lock: ingest processes
+    starting together on a fresh SQLite file can lose that race ("table already exists",
+    "database is locked"). The loser retries and then finds the tables there."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return SqlCatalog(name, uri=uri, warehouse=warehouse, **extra)
+        except OperationalError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.1 * attempt)
+    raise AssertionError("unreachable")
 
 
 def _tune_sqlite(catalog: SqlCatalog) -> None:

@@ -1,4 +1,4 @@
-"""Table creation when several ingest processes start on one fresh catalog at the same moment."""
+"""Catalog and table creation when several ingest processes start on one fresh catalog at once."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from k2.lake import ensure_tables, open_catalog
 
 def _ensure(warehouse: str, start: multiprocessing.synchronize.Barrier) -> list[str]:
     cfg = IcebergSettings(warehouse=warehouse)
-    catalog = open_catalog(cfg)
-    start.wait()  # everyone creates at once: the race two `k2 ingest` processes run at first start
-    return sorted(ensure_tables(catalog, cfg))
+    start.wait()  # everyone opens and creates at once: the race of `k2 ingest` processes at first start
+    return sorted(ensure_tables(open_catalog(cfg), cfg))
 
 
 def test_concurrent_first_start_creates_each_table_once(tmp_path: Path) -> None:
