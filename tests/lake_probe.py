@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from k2.config import Settings, settings_env
@@ -49,22 +48,3 @@ def start_ingest(settings: Settings, log: Path, *args: str) -> subprocess.Popen[
         return subprocess.Popen(
             [sys.executable, "-m", "k2.cli", "ingest", *args], env=env, stdout=sink, stderr=subprocess.STDOUT
         )
-
-
-def wait_for_group(settings: Settings, members: int, timeout: float = 60) -> None:
-    """Block until ``members`` consumers of the ingest group hold partitions (all have joined)."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        group = settings.kafka.group_id
-        try:
-            desc = admin.describe_consumer_groups([group], request_timeout=2)[group].result(timeout=3)
-        except (KafkaException, TimeoutError):  # no coordinator / group yet, or a slow answer: ask again
-            desc = None
-        if desc is not None and sum(1 for m in desc.members if m.assignment.topic_partitions) >= members:
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{members} ingest processes did not join {settings.kafka.group_id} in {timeout} s")

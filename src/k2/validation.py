@@ -278,7 +278,7 @@ def decode_batch(
             )
         skip = set(oversize)
         index = [i for i in index if i not in skip]
-    table = _parse_columnar(stream, payloads if oversize == [] else [payloads[i] for i in index])
+    table = _parse_columnar(stream, [payloads[i] for i in index] if oversize else payloads)
     if table is None:
         index = _decode_one_by_one(stream, payloads, index, rejects)
         table = _parse_columnar(stream, [payloads[i] for i in index])

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from k2.config import Settings
 from k2.feeds.simulator import SimulatorConfig, simulate
+from k2.ingest.pool import wait_for_members
 from k2.lake import TABLE_FOR_STREAM, open_catalog
-from lake_probe import landed_identities, start_ingest, wait_for_group
+from lake_probe import landed_identities, start_ingest
 
 
 def test_process_pool_lands_everything_once(k2_settings: Settings, tmp_path: Path) -> None:
@@ -22,7 +23,7 @@ def test_process_pool_lands_everything_once(k2_settings: Settings, tmp_path: Pat
         tmp_path / "pool.log",
         *("--processes", "3", "--writer-id", "pool", "--exit-when-idle", "8", "--report", str(report_path)),
     )
-    wait_for_group(settings, 3)  # before the idle clock (8 s from assignment) runs out
+    wait_for_members(settings.kafka, 3)  # before the idle clock (8 s from assignment) runs out
     config = SimulatorConfig(
         seed=33, tier1=6, tier2=12, tier3=24, messages=120_000, rate=0, duplicate_rate=0.01, poison_rate=0.001
     )

@@ -41,6 +41,7 @@ from k2.broker.topics import ensure_topics
 from k2.config import IcebergSettings, Settings, TopicNames, settings_env
 from k2.ingest.app import freeze_startup_heap
 from k2.ingest.consumer import consumer_config
+from k2.ingest.pool import wait_for_members
 from k2.lake import TableWriter, ensure_tables, open_catalog
 from k2.lake.maintenance import expire_snapshots
 from k2.lake.tables import market_arrow_schema
@@ -84,25 +85,6 @@ def _wait_ingest(proc: subprocess.Popen[bytes], report: Path, timeout: float = 9
         raise RuntimeError(f"ingest failed ({proc.returncode}): {err.decode()[-2000:]}")
     data: dict[str, Any] = json.loads(report.read_text())
     return data
-
-
-def _wait_assigned(s: Settings, members: int, timeout: float = 60) -> None:
-    """Wait until ``members`` ingest processes hold partitions (e2e timing excludes start-up)."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap_servers})
-    group = s.kafka.group_id
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            desc = admin.describe_consumer_groups([group], request_timeout=2)[group].result(timeout=3)
-        except (KafkaException, TimeoutError):  # no coordinator or group yet: ask again
-            desc = None
-        if desc is not None and sum(1 for m in desc.members if m.assignment.topic_partitions) >= members:
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{members} ingest processes did not join their consumer group in time")
 
 
 def _broker_process(s: Settings) -> psutil.Process | None:
@@ -181,7 +163,7 @@ def _run_scenario(
     broker0, ingest0 = _cpu(broker), _children_cpu()
     # The idle exit must outlast the feed's own set-up (rendering messages before the first send).
     proc = _start_ingest(s, report, idle_s=5.0, processes=processes)
-    _wait_assigned(s, processes)
+    wait_for_members(s.kafka, processes)
     feed = produce(s)
     ing = _wait_ingest(proc, report)
     broker1, ingest1 = _cpu(broker), _children_cpu()

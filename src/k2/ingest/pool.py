@@ -18,15 +18,17 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from k2.config import KafkaSettings
 from k2.ingest.app import IngestReport
 from k2.logs import get_logger
 
-__all__ = ["PoolResult", "run_pool"]
+__all__ = ["PoolResult", "run_pool", "wait_for_members"]
 
 
 @dataclass(slots=True)
@@ -87,3 +89,25 @@ def run_pool(
     if any(codes):
         log.error("child_failed", exit_codes=codes)
     return PoolResult(IngestReport.merge(done), codes)
+
+
+def wait_for_members(kafka: KafkaSettings, members: int, timeout: float = 60) -> None:
+    """Block until ``members`` consumers of ``kafka.group_id`` hold partitions (all have joined).
+
+    For callers that must not start a feed before the whole pool reads (benchmarks, tests).
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    group = kafka.group_id
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            desc = admin.describe_consumer_groups([group], request_timeout=2)[group].result(timeout=3)
+        except (KafkaException, TimeoutError):  # no coordinator or group yet, or a slow answer
+            desc = None
+        if desc is not None and sum(1 for m in desc.members if m.assignment.topic_partitions) >= members:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{members} ingest processes did not join {group} within {timeout} s")
