@@ -497,6 +497,7 @@ def replay_asx(
     schedule = None if speed is None else pause_schedule(data.ts, speed, max_pause_s)
 
     with FeedProducer(settings.kafka) as producer:
+        producer.connect(topic_of.values())
         started = time.time()
         t0 = time.perf_counter()
         cpu0 = time.process_time()

@@ -712,6 +712,7 @@ def simulate(
         total = int(sim.total_events * extra) + len(sim.symbols)
     bar = FeedProgress("simulator", total) if progress else None
     with FeedProducer(settings.kafka) as producer:
+        producer.connect(topic_of.values())
         started = time.time()
         t0 = time.perf_counter()
         cpu0 = time.process_time()

@@ -9,7 +9,9 @@ One flush, in order:
 1. under the ingest lock, swap the buffer out together with each partition's consumed position
    and the tracker's changed gap records, so rows, offsets and gaps describe the same moment;
 2. flush the DLQ producer: every refused message up to those offsets is safely in Kafka;
-3. per table, append rows + offsets in one snapshot (``TableWriter`` checks continuity);
+3. per table, append rows + offsets in one snapshot (``TableWriter`` checks continuity); the
+   tables are committed in parallel threads (sorting and Parquet encoding release the GIL), so
+   the commit that ends a burst takes as long as the largest table, not the sum of all three;
 4. rewrite the changed streams' rows in ``sequence_gaps``;
 5. every so often, expire old snapshots.
 A crash between 3 and 4 is repaired on restart (the tracker is rebuilt from stored rows and the
@@ -22,6 +24,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -112,6 +115,8 @@ class Committer:
         self.commits = 0
         self.rows_committed: dict[str, int] = {}
         self.last_rows_committed_at: float | None = None
+        self._commits_by_table: dict[str, int] = {}
+        self._stats_lock = threading.Lock()  # table commits run in parallel threads
         self._thread = threading.Thread(target=self._run, name="k2-committer", daemon=True)
 
     def start(self) -> None:
@@ -160,9 +165,15 @@ class Committer:
             if not any(s.offsets or s.gaps for s in work.streams):
                 return
             self._dlq.flush()
-            for s in work.streams:
-                if s.offsets:
-                    self._commit_stream(work.content, s)
+            todo = [s for s in work.streams if s.offsets]
+            if len(todo) == 1:
+                self._commit_stream(work.content, todo[0])
+            elif todo:
+                with ThreadPoolExecutor(len(todo), thread_name_prefix="k2-commit") as pool:
+                    futures = [pool.submit(self._commit_stream, work.content, s) for s in todo]
+                # Every table's commit has finished (landed or failed) before an error is raised.
+                for f in futures:
+                    f.result()
             self._write_gaps(work.streams)
 
     def _commit_stream(self, content: BufferContent, s: StreamWork) -> None:
@@ -174,10 +185,14 @@ class Committer:
         else:
             rows = rows.sort_by([("symbol", "ascending"), ("ts", "ascending")]).cast(schema)
         result = writer.commit(rows, s.offsets, s.expected)
-        self.commits += 1
-        self.rows_committed[writer.name] = self.rows_committed.get(writer.name, 0) + rows.num_rows
-        if rows.num_rows:
-            self.last_rows_committed_at = time.time()
+        with self._stats_lock:
+            self.commits += 1
+            self.rows_committed[writer.name] = self.rows_committed.get(writer.name, 0) + rows.num_rows
+            if rows.num_rows:
+                self.last_rows_committed_at = time.time()
+            table_commits = self._commits_by_table[writer.name] = (
+                self._commits_by_table.get(writer.name, 0) + 1
+            )
         self._on_committed(s)
         _log.info(
             "committed",
@@ -187,7 +202,7 @@ class Committer:
             seconds=round(result.seconds, 3),
             offsets=s.offsets,
         )
-        if self.commits % self._iceberg.maintenance_every_commits == 0:
+        if table_commits % self._iceberg.maintenance_every_commits == 0:
             expired = expire_snapshots(
                 writer.table, self._iceberg.expire_snapshots_older_than_s, self._iceberg.keep_min_snapshots
             )
