@@ -8,6 +8,10 @@ Exactly-once rests on three rules kept here:
   so several ingest processes can share one consumer group;
 - the committer thread is the only writer, and it checks offset continuity on every commit.
 
+Three threads: the fetch thread calls ``consume`` (and so runs the rebalance callbacks), this
+module's loop decodes, sequences and buffers each batch, and the committer writes. A batch whose
+partition changed hands between fetch and processing is dropped (see ``k2.ingest.fetcher``).
+
 Consumption pauses (per partition) when the committer falls behind, so the live buffer is
 bounded; Kafka keeps everything not yet committed.
 """
@@ -23,6 +27,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,8 +40,10 @@ from k2.config import Settings
 from k2.ingest.committer import Committer, FlushWork, StreamWork, stream_key
 from k2.ingest.consumer import consumer_config
 from k2.ingest.dlq import DeadLetter, DeadLetterQueue
+from k2.ingest.fetcher import Fetcher
 from k2.ingest.restore import restore_partitions
 from k2.ingest.sequencing import PartitionSequencing, apply_sequencing
+from k2.ingest.warmup import warm_up
 from k2.lake import TABLE_FOR_STREAM, TableWriter, ensure_tables, open_catalog, read_offsets
 from k2.lake.tables import GAPS_TABLE
 from k2.live_buffer import LiveBuffer
@@ -161,6 +168,7 @@ class IngestApp:
         self._assigned_at: float | None = None
         self.report = IngestReport()
         self._consumer: Consumer | None = None
+        self._fetcher: Fetcher | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -169,8 +177,14 @@ class IngestApp:
 
     def run(self, exit_when_idle: float | None = None, max_seconds: float | None = None) -> IngestReport:
         started = time.monotonic()
+        warm_up(self._rules)
         freeze_startup_heap()
         self._consumer = self._make_consumer()
+        ing = self._s.ingest
+        self._fetcher = fetcher = Fetcher(
+            self._consumer, ing.consume_batch, ing.consume_timeout_s, self._generation
+        )
+        fetcher.start()
         self._committer.start()
         last_data = time.monotonic()
         last_log = last_data
@@ -179,20 +193,21 @@ class IngestApp:
                 if self._committer.error is not None:
                     raise self._committer.error
                 self._apply_backpressure()
-                msgs = self._consumer.consume(self._s.ingest.consume_batch, self._s.ingest.consume_timeout_s)
+                fetched = fetcher.get(ing.consume_timeout_s)
                 self._commit_advisory()
                 now = time.monotonic()
-                if msgs:
+                if fetched is not None:
+                    msgs = fetched.messages
                     if self.report.first_consumed_at is None:
                         self.report.first_consumed_at = time.time()
                     took = time.perf_counter()
-                    self._process(msgs)
+                    self._process(msgs, fetched.generation)
                     took = time.perf_counter() - took
                     self._log.debug(
                         "batch", messages=len(msgs), seconds=round(took, 4), buffered=self.buffer.rows
                     )
                     last_data = now
-                    if exit_when_idle is not None and self._caught_up(cached=True):
+                    if exit_when_idle is not None and self._caught_up(fetched.high_watermarks):
                         # A bounded run: nothing else will fill the buffer, so commit now rather
                         # than after the idle wait (a stale cached watermark only costs a commit).
                         self._committer.request_flush()
@@ -209,12 +224,14 @@ class IngestApp:
                     self._log_progress()
             else:
                 self.report.exit_reason = self.report.exit_reason or "stopped"
+            fetcher.stop()
             self._committer.stop()
             if self._committer.error is not None:
                 raise self._committer.error
             self._committer.flush_now()
             self._commit_advisory()
         finally:
+            fetcher.stop()
             self._committer.stop()
             self._consumer.close()
             self.report.seconds = time.monotonic() - started
@@ -246,7 +263,12 @@ class IngestApp:
         )
         return consumer
 
-    def _process(self, msgs: list[Message]) -> None:
+    def _generation(self) -> dict[tuple[str, int], _Partition]:
+        """The partition states current right now; a fetched batch carries them (see module doc)."""
+        with self._lock:
+            return dict(self._parts)
+
+    def _process(self, msgs: list[Message], generation: dict[tuple[str, int], _Partition]) -> None:
         # map() over the C methods: these per-message calls are most of the Python work per batch.
         if any(map(Message.error, msgs)):
             for m in msgs:
@@ -262,10 +284,12 @@ class IngestApp:
             for t, m in zip(topics, msgs, strict=True):
                 by_topic[t].append(m)
         for topic, batch in by_topic.items():
-            self._process_topic(topic, batch)
+            self._process_topic(topic, batch, generation)
         self.report.consumed += len(msgs)
 
-    def _process_topic(self, topic: str, msgs: list[Message]) -> None:
+    def _process_topic(
+        self, topic: str, msgs: list[Message], generation: dict[tuple[str, int], _Partition]
+    ) -> None:
         stream = self._stream_of[topic]
         n = len(msgs)
         values = list(map(Message.value, msgs))
@@ -281,9 +305,15 @@ class IngestApp:
             self.report.rejected[topic] = self.report.rejected.get(topic, 0) + len(decoded.rejects)
         last_offset = _last_offsets(partitions, offsets)
         with self._lock:
-            states = {p: part.sequencing for p in last_offset if (part := self._parts.get((topic, p)))}
+            # Still ours, and the same assignment as when fetched: otherwise whoever owns the
+            # partition now resumes from the offsets stored in Iceberg and reads these again.
+            states = {
+                p: part.sequencing
+                for p in last_offset
+                if (part := self._parts.get((topic, p))) is not None and part is generation.get((topic, p))
+            }
             rows = decoded.rows
-            if len(states) < len(last_offset):  # revoked while in flight: the new owner re-reads them
+            if len(states) < len(last_offset):
                 last_offset = {p: o for p, o in last_offset.items() if p in states}
                 rows = rows.filter(pc.is_in(rows["kafka_partition"], pa.array(list(states), pa.int32())))
             outcome = apply_sequencing(rows, states, now_us)
@@ -315,15 +345,15 @@ class IngestApp:
         )
 
     def _apply_backpressure(self) -> None:
-        assert self._consumer is not None
+        assert self._fetcher is not None
         limit = self._s.ingest.max_buffered_rows
         if not self._paused and self.buffer.rows >= limit:
-            self._consumer.pause(self._consumer.assignment())
+            self._fetcher.call(lambda c: c.pause(c.assignment()))
             self._paused = True
             self._committer.request_flush()
             self._log.info("paused", buffered_rows=self.buffer.rows)
         elif self._paused and self.buffer.rows < limit // 2:
-            self._consumer.resume(self._consumer.assignment())
+            self._fetcher.call(lambda c: c.resume(c.assignment()))
             self._paused = False
             self._log.info("resumed", buffered_rows=self.buffer.rows)
 
@@ -332,20 +362,22 @@ class IngestApp:
             return 0.0
         return now - max(last_data, self._assigned_at)
 
-    def _caught_up(self, cached: bool = False) -> bool:
+    def _caught_up(self, high_watermarks: dict[tuple[str, int], int] | None = None) -> bool:
         """True when every owned partition has been read to its high watermark (nothing new).
 
-        ``cached`` uses the watermarks of the latest fetch responses (no broker round trip).
+        ``high_watermarks``: those a fetched batch came with (no broker round trip); without them
+        the broker is asked, on the fetch thread.
         """
-        assert self._consumer is not None
+        assert self._fetcher is not None
         with self._lock:
             positions = {
                 k: (p.consumed if p.consumed is not None else p.committed) for k, p in self._parts.items()
             }
-        for (topic, p), pos in positions.items():
-            _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=10, cached=cached
-            )
+        if high_watermarks is None:
+            high_watermarks = self._fetcher.call(lambda c: _query_high_watermarks(c, positions), wait=60)
+            assert high_watermarks is not None
+        for key, pos in positions.items():
+            high = high_watermarks.get(key, -1)
             if high < 0 or high > (pos or 0):  # negative: watermark not known yet
                 return False
         return True
@@ -392,11 +424,14 @@ class IngestApp:
     def _commit_advisory(self) -> None:
         with self._lock:
             pending, self._advisory = self._advisory, []
-        if pending and self._consumer is not None:
-            try:
-                self._consumer.commit(offsets=pending, asynchronous=True)
-            except Exception as e:  # advisory only: lag metrics may lag, nothing else depends on it
-                self._log.warning("advisory_commit_failed", error=str(e))
+        if pending and self._fetcher is not None:
+            self._fetcher.call(lambda c: self._commit_offsets(c, pending))
+
+    def _commit_offsets(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
+        try:
+            consumer.commit(offsets=offsets, asynchronous=True)
+        except Exception as e:  # advisory only: lag metrics may lag, nothing else depends on it
+            self._log.warning("advisory_commit_failed", error=str(e))
 
     # -- rebalancing -------------------------------------------------------------------------
 
@@ -463,6 +498,16 @@ class IngestApp:
             duplicates=self.report.duplicates,
             rejected=sum(self.report.rejected.values()),
         )
+
+
+def _query_high_watermarks(
+    consumer: Consumer, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """High watermarks asked of the broker (one round trip per partition)."""
+    return {
+        (topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+        for topic, p in partitions
+    }
 
 
 def _last_offsets(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]:

@@ -41,7 +41,7 @@ from k2.logs import get_logger
 from k2.sequence_tracker import Gap
 from k2.wire import Stream
 
-__all__ = ["Committer", "FlushWork", "StreamWork"]
+__all__ = ["Committer", "FlushWork", "StreamWork", "prepare_rows"]
 
 _log = get_logger("committer")
 
@@ -85,6 +85,11 @@ def gaps_to_arrow(table_name: str, records: dict[str, list[Gap]]) -> pa.Table:
         for g in gaps
     ]
     return pa.Table.from_pylist(rows, schema=GAPS_SCHEMA)
+
+
+def prepare_rows(stream: Stream, rows: pa.Table) -> pa.Table:
+    """Buffered rows as they are written: sorted by (symbol, ts), cast to the table's strict schema."""
+    return rows.sort_by([("symbol", "ascending"), ("ts", "ascending")]).cast(market_arrow_schema(stream))
 
 
 class Committer:
@@ -179,11 +184,7 @@ class Committer:
     def _commit_stream(self, content: BufferContent, s: StreamWork) -> None:
         writer = self._writers[s.stream]
         rows = content.table(writer.name)
-        schema = market_arrow_schema(s.stream)
-        if rows is None:
-            rows = schema.empty_table()
-        else:
-            rows = rows.sort_by([("symbol", "ascending"), ("ts", "ascending")]).cast(schema)
+        rows = market_arrow_schema(s.stream).empty_table() if rows is None else prepare_rows(s.stream, rows)
         result = writer.commit(rows, s.offsets, s.expected)
         with self._stats_lock:
             self.commits += 1
