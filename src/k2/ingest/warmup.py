@@ -28,10 +28,14 @@ __all__ = ["warm_up"]
 _MESSAGES = 2_000  # enough for the vectorised paths to run as they do on real batches
 
 
-def warm_up(rules: ValidationRules) -> None:
-    """Decode, validate, sequence, sort and encode ``_MESSAGES`` made-up messages per stream."""
+def warm_up(rules: ValidationRules) -> int:
+    """Decode, validate, sequence, sort and encode ``_MESSAGES`` made-up messages per stream.
+
+    Returns how many rows went all the way through (0 if no exchange is configured).
+    """
     if not rules.known_exchanges:
-        return
+        return 0
+    landed = 0
     exchange = min(rules.known_exchanges)
     version = SCHEMA_VERSION if SCHEMA_VERSION in rules.supported_schema_versions else 1
     now_us = time.time_ns() // 1000
@@ -47,6 +51,8 @@ def warm_up(rules: ValidationRules) -> None:
         rows = apply_sequencing(decoded.rows, state, now_us).rows
         if rows.num_rows:
             pq.write_table(prepare_rows(stream, rows), io.BytesIO(), compression="zstd")
+        landed += rows.num_rows
+    return landed
 
 
 def _sample(stream: Stream, exchange: str, version: int, seq: int, now_us: int) -> Trade | Quote | Reference:
