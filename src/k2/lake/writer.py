@@ -27,6 +27,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from k2.errors import CommitConflict
+from k2.lake.append import append_rows
 from k2.lake.offsets import COMMIT_ID_KEY, OFFSETS_KEY, WRITER_ID_KEY, encode_offsets, read_offsets
 
 __all__ = ["CommitResult", "TableWriter"]
@@ -89,7 +90,7 @@ class TableWriter:
                 WRITER_ID_KEY: self._writer_id,
             }
             try:
-                self._table.append(rows, snapshot_properties=props)
+                append_rows(self._table, rows, props)
             except CommitFailedException:
                 time.sleep(min(0.05 * attempt, 0.5))
                 continue
