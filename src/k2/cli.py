@@ -268,6 +268,9 @@ def bench_ingest(
         int | None,
         typer.Option(min=1, help="Also run every scenario with this many ingest processes (default: CPUs)."),
     ] = None,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Runs of every scenario; the summary gives medians and ranges.")
+    ] = 1,
 ) -> None:
     """End-to-end ingest rate vs a bare consume loop (same run), peak RSS, append latency growth."""
     import os
@@ -276,7 +279,13 @@ def bench_ingest(
 
     n = processes or os.cpu_count() or 1
     run_ingest_bench(
-        _settings(), out, sim_messages=sim_messages, commits=commits, processes=n, console=console
+        _settings(),
+        out,
+        sim_messages=sim_messages,
+        commits=commits,
+        processes=n,
+        repeat=repeat,
+        console=console,
     )
     console.print(f"results written to {out}")
 

@@ -9,7 +9,9 @@ For each scenario (ASX replay, simulated load) on fresh topics and a fresh wareh
   commit - first batch consumed). This is what k2 adds on top of reading Kafka.
 - **ceiling**: a bare confluent-kafka ``consume(10000)`` loop over the same topics, no processing.
 
-Ratios are k2 ÷ ceiling from the same run; absolute rates on a shared machine are noisy. Also
+Ratios are k2 ÷ ceiling from the same run; absolute rates on a shared machine are noisy, so
+``repeat`` runs every scenario several times and the summary reports the median and the range of
+each measure (each ratio is still taken within one run, then the median of those). Also
 measured: peak RSS of the ingest process, and append latency after many commits (first 10 vs
 last 10 of ``commits`` appends, with the same snapshot expiry the committer runs).
 """
@@ -147,7 +149,7 @@ def _scenario_settings(base: Settings, name: str, work: Path, run_id: str, suffi
     )
     kafka = base.kafka.model_copy(update={"topics": topics, "group_id": f"{prefix}-ingest{suffix}"})
     iceberg = base.iceberg.model_copy(
-        update={"warehouse": str(work / f"{name}{suffix}-warehouse"), "uri": ""}
+        update={"warehouse": str(work / f"{run_id}-{name}{suffix}-warehouse"), "uri": ""}
     )
     return base.model_copy(update={"kafka": kafka, "iceberg": iceberg})
 
@@ -249,6 +251,7 @@ def run_ingest_bench(
     sim_messages: int = 1_000_000,
     commits: int = 2000,
     processes: int = 2,
+    repeat: int = 1,
     console: Console | None = None,
 ) -> dict[str, Any]:
     from k2.feeds.asx import replay_asx
@@ -269,11 +272,13 @@ def run_ingest_bench(
             ),
         ]
         results["scenarios"] = []
-        for name, produce in scenarios:
-            for n in sorted({1, processes}):
-                console.print(f"[bold]scenario {name}, {n} ingest process(es)[/]")
-                result = _run_scenario(settings, name, produce, work, run_id, n)
-                results["scenarios"].append(asdict(result))
+        for run in range(repeat):
+            for name, produce in scenarios:
+                for n in sorted({1, processes}):
+                    console.print(f"[bold]scenario {name}, {n} ingest process(es), run {run + 1}/{repeat}[/]")
+                    result = _run_scenario(settings, name, produce, work, f"{run_id}r{run}", n)
+                    results["scenarios"].append({"run": run + 1, **asdict(result)})
+        results["summary"] = summarize(results["scenarios"])
         console.print(f"[bold]append latency over {commits} commits[/]")
         lat_cfg = settings.iceberg.model_copy(
             update={"warehouse": str(work / "latency-warehouse"), "uri": ""}
@@ -284,6 +289,25 @@ def run_ingest_bench(
     out.write_text(json.dumps(results, indent=2) + "\n")
     console.print(render(results), width=150)
     return results
+
+
+_SUMMARIZED = ("e2e_rate", "drain_rate", "ceiling_rate", "e2e_ratio", "drain_ratio")
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (scenario, processes): median, min and max of each rate and ratio over the runs."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["name"], r["processes"]), []).append(r)
+    out = []
+    for (name, procs), rs in groups.items():
+        row: dict[str, Any] = {"name": name, "processes": procs, "runs": len(rs)}
+        for k in _SUMMARIZED:
+            values = [r[k] for r in rs]
+            row[k] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+        row["ingest_peak_rss_mb"] = max(r["ingest_peak_rss_mb"] for r in rs)
+        out.append(row)
+    return out
 
 
 def render(results: dict[str, Any]) -> Table:
@@ -297,6 +321,18 @@ def render(results: dict[str, Any]) -> Table:
         ratios = [f"{r['e2e_ratio']:.2f}", f"{r['drain_ratio']:.2f}", str(r["ingest_peak_rss_mb"])]
         cpu = "/".join("-" if v is None else f"{v:.1f}" for v in r["cpu_s"].values())
         t.add_row(r["name"], str(r["processes"]), *cells, *ratios, cpu)
+    if any(s["runs"] > 1 for s in results.get("summary", [])):
+        for s in results["summary"]:
+            rates = [
+                f"{s[k]['median']:,.0f} ({s[k]['min']:,.0f}-{s[k]['max']:,.0f})"
+                for k in ("e2e_rate", "drain_rate", "ceiling_rate")
+            ]
+            ratios = [
+                f"{s[k]['median']:.2f} ({s[k]['min']:.2f}-{s[k]['max']:.2f})"
+                for k in ("e2e_ratio", "drain_ratio")
+            ]
+            t.add_row(f"{s['name']} median of {s['runs']}", str(s["processes"]), "", "", *rates, *ratios,
+                      str(s["ingest_peak_rss_mb"]), "")  # fmt: skip
     lat = results["append_latency"]
     t.caption = (
         f"append latency: first 10 {lat['first10_median_ms']} ms, last 10 {lat['last10_median_ms']} ms "
