@@ -107,7 +107,9 @@ class IcebergSettings(_Section):
     # Snapshots are the time-travel window; each one kept also makes every commit slower.
     expire_snapshots_older_than_s: float = 600.0
     keep_min_snapshots: int = 10
-    maintenance_every_commits: int = 20
+    # Expiring often keeps few snapshots in the metadata pyiceberg deep-copies on every commit:
+    # steady-state append latency 30 ms vs 36-48 ms with 20 (k2 bench ingest, 1,000 commits).
+    maintenance_every_commits: int = Field(default=5, ge=1)
     manifest_merge_min_count: int = 50  # 0 turns manifest merging off
 
 
