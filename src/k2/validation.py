@@ -279,7 +279,7 @@ def decode_batch(
     index: Sequence[int] = range(len(payloads))
     cap = rules.max_message_bytes
     lengths = _lengths(payloads)
-    oversize = np.flatnonzero(lengths > cap).tolist() if len(payloads) and lengths.max() > cap else []
+    oversize = np.flatnonzero(lengths > cap).tolist()
     if oversize:
         for i in oversize:
             rejects.append(

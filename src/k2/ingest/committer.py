@@ -124,12 +124,16 @@ class Committer:
         self._stopping = False
         self.commit_lock = threading.Lock()  # held for the whole of a flush; revoke waits on it
         self.error: BaseException | None = None
-        self.commits = 0
         self.rows_committed: dict[str, int] = {}
         self.last_rows_committed_at: float | None = None
         self._commits_by_table: dict[str, int] = {}
         self._stats_lock = threading.Lock()  # table commits run in parallel threads
         self._thread = threading.Thread(target=self._run, name="k2-committer", daemon=True)
+
+    @property
+    def commits(self) -> int:
+        with self._stats_lock:
+            return sum(self._commits_by_table.values())
 
     def start(self) -> None:
         self._thread.start()
@@ -194,7 +198,6 @@ class Committer:
         rows = market_arrow_schema(s.stream).empty_table() if rows is None else prepare_rows(s.stream, rows)
         result = writer.commit(rows, s.offsets, s.expected)
         with self._stats_lock:
-            self.commits += 1
             self.rows_committed[writer.name] = self.rows_committed.get(writer.name, 0) + rows.num_rows
             if rows.num_rows:
                 self.last_rows_committed_at = time.time()

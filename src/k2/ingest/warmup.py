@@ -33,11 +33,12 @@ def warm_up(rules: ValidationRules) -> int:
 
     Returns how many rows went all the way through (0 if no exchange is configured).
     """
-    if not rules.known_exchanges:
+    if not rules.known_exchanges or not rules.supported_schema_versions:
         return 0
     landed = 0
     exchange = min(rules.known_exchanges)
-    version = SCHEMA_VERSION if SCHEMA_VERSION in rules.supported_schema_versions else 1
+    versions = rules.supported_schema_versions
+    version = SCHEMA_VERSION if SCHEMA_VERSION in versions else max(versions)
     now_us = time.time_ns() // 1000
     for stream in STREAMS:
         payloads = [

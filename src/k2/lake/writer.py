@@ -16,13 +16,6 @@ import uuid
 from dataclasses import dataclass
 
 import pyarrow as pa
-
-# Imported here rather than lazily by pyiceberg on the first append: the first commit then happens
-# mid-stream, and paying the imports there stalled it by a few hundred ms (measured in k2 bench).
-import pyarrow.dataset
-import pyarrow.parquet
-import pyiceberg.io.pyarrow  # noqa: F401
-import pyiceberg_core.transform  # noqa: F401
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 

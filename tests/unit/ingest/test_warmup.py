@@ -20,4 +20,4 @@ def test_every_warm_up_message_lands_in_every_stream() -> None:
 
 
 def test_no_known_exchange_means_nothing_to_warm() -> None:
-    assert warm_up(RULES.__class__(frozenset(), frozenset({1}), 16_384, 0)) == 0
+    assert warm_up(ValidationRules(frozenset(), frozenset({1}), 16_384, 0)) == 0
