@@ -6,9 +6,18 @@ rather than a Python loop per message. Only a batch that fails to parse as a who
 decoding message by message with msgspec, to find exactly which messages are bad and why; the good
 ones then go back through the columnar path.
 
-Invariant: every input message ends up either as exactly one output row (carrying its Kafka
-partition and offset) or as exactly one ``Reject`` (carrying its index, the stage and the rule).
-Nothing is dropped silently.
+Invariants, for any bytes at all (property-tested over arbitrary and mutated input):
+- every input message ends up either as exactly one output row (carrying its Kafka partition and
+  offset) or as exactly one ``Reject`` (carrying its index, the stage and the rule); nothing is
+  dropped silently and :func:`decode_batch` never raises (an unexpected error becomes a Reject
+  with rule ``internal`` and the exception class);
+- a message gets the same verdict and reason whatever its neighbours: the columnar parse accepts
+  a message exactly when the fallback does (``k2.wire.lenient_struct`` mirrors what Arrow's reader
+  accepts, and where msgspec cannot judge, e.g. NaN tokens or nesting deeper than its recursion
+  limit, Arrow alone decides);
+- every string in an output row is valid UTF-8: a message that is not valid UTF-8 anywhere is
+  rejected as ``invalid_utf8`` (Arrow's JSON reader does not check, and invalid strings would
+  otherwise reach Parquet).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -23,9 +33,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from k2.wire import REQUIRED, STRUCTS, Stream, arrow_wire_schema
+from k2.logs import get_logger
+from k2.wire import REFERENCE_KINDS, REQUIRED, Stream, arrow_wire_schema, lenient_struct
 
 __all__ = ["DecodedBatch", "Reject", "ValidationRules", "decode_batch", "output_schema"]
+
+_log = get_logger("validation")
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
 _LINEAGE = [
@@ -117,6 +130,8 @@ def _parse_columnar(
         return None
     if not (np.frombuffer(joined, np.uint8)[starts] == ord("{")).all():
         return None
+    if not _valid_utf8(joined):
+        return None
     try:
         table = pj.read_json(
             io.BytesIO(joined),
@@ -129,49 +144,60 @@ def _parse_columnar(
     return table if table.num_rows == len(payloads) else None
 
 
-def _lenient(stream: Stream) -> type[msgspec.Struct]:
-    """The wire struct with every field optional: types are checked, presence is left to the rules.
-
-    So a missing or null field is reported as ``missing_field:<name>`` by the columnar rules
-    whether or not a malformed neighbour sent the batch down this path.
-    """
-    cached = _LENIENT.get(stream)
-    if cached is None:
-        fields = [(f.name, f.type | None, None) for f in msgspec.structs.fields(STRUCTS[stream])]
-        cached = msgspec.defstruct(f"Lenient{STRUCTS[stream].__name__}", fields, kw_only=True)
-        _LENIENT[stream] = cached
-    return cached
+def _valid_utf8(data: bytes) -> bool:
+    # ASCII (nearly every market message) is checked at memory speed, about 0.015 us a message.
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
-_LENIENT: dict[Stream, type[msgspec.Struct]] = {}
+def _judge_one(stream: Stream, i: int, raw: bytes, decoder: msgspec.json.Decoder[Any]) -> Reject | None:
+    """The verdict on one message alone: None if Arrow's columnar parse would accept it."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Reject(i, "decode", "invalid_utf8", f"{e.reason} at byte {e.start}", type(e).__name__)
+    try:
+        decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        return Reject(i, "decode", "wrong_type_or_missing_field", str(e), type(e).__name__)
+    except (msgspec.DecodeError, RecursionError) as e:
+        # msgspec refuses NaN/Infinity tokens that Arrow reads as floats, and gives up on nesting
+        # past its recursion limit (in an ignored field) that Arrow's iterative reader skips: there
+        # Arrow alone decides, so the verdict (e.g. price_not_finite) is the same in any batch.
+        if _parse_columnar(stream, [raw]) is not None:
+            return None
+        return Reject(i, "decode", "malformed", str(e), type(e).__name__)
+    if b"\n" in raw or raw[:1] != b"{":
+        return Reject(i, "decode", "malformed", "raw newline or not a bare object", "DecodeError")
+    return None
 
 
 def _decode_one_by_one(
     stream: Stream, payloads: list[bytes], index: Sequence[int], rejects: list[Reject]
 ) -> list[int]:
-    """msgspec decode of each indexed message; returns the indices of those that decoded."""
-    decoder = msgspec.json.Decoder(_lenient(stream))
+    """Judge each indexed message alone; returns the indices of those that decoded."""
+    decoder = msgspec.json.Decoder(lenient_struct(stream))
     good: list[int] = []
     for i in index:
-        raw = payloads[i]
         try:
-            decoder.decode(raw)
-        except msgspec.ValidationError as e:
-            rejects.append(Reject(i, "decode", "wrong_type_or_missing_field", str(e), type(e).__name__))
-        except msgspec.DecodeError as e:
-            # msgspec refuses NaN/Infinity tokens that Arrow reads as floats; let Arrow decide, so a
-            # message gets the same verdict (e.g. price_not_finite) whatever its neighbours.
-            if _parse_columnar(stream, [raw]) is not None:
-                good.append(i)
-            else:
-                rejects.append(Reject(i, "decode", "malformed", str(e), type(e).__name__))
+            verdict = _judge_one(stream, i, payloads[i], decoder)
+        except Exception as e:  # a message must never stop ingest; see decode_batch
+            verdict = _internal(i, e)
+        if verdict is None:
+            good.append(i)
         else:
-            if b"\n" in raw or raw[:1] != b"{":
-                detail = "raw newline or not a bare object"
-                rejects.append(Reject(i, "decode", "malformed", detail, "DecodeError"))
-            else:
-                good.append(i)
+            rejects.append(verdict)
     return good
+
+
+def _internal(i: int, e: BaseException) -> Reject:
+    _log.error("decode_internal_error", index=i, exception=type(e).__name__, error=str(e)[:500])
+    return Reject(i, "decode", "internal", f"{type(e).__name__}: {e}"[:1000], type(e).__name__)
 
 
 def _rule_masks(
@@ -211,7 +237,7 @@ def _rule_masks(
             ("size_negative", pc.or_(pc.less(t["bid_size"], 0), pc.less(t["ask_size"], 0))),
         ]
     else:
-        kinds = pa.array(["listing", "dividend", "split", "merger"])
+        kinds = pa.array(REFERENCE_KINDS)
         checks.append(("unknown_reference_kind", pc.invert(pc.is_in(t["kind"], kinds))))
         for name in ("amount", "gross_amount", "ratio"):
             checks.append((f"{name}_not_finite", pc.invert(pc.is_finite(t[name]))))
@@ -275,6 +301,32 @@ def decode_batch(
     ``kafka_offset`` columns: the live buffer, the hybrid read and the deferred backfill all need
     to know exactly which Kafka record every row came from.
     """
+    try:
+        return _decode_batch(stream, payloads, partitions, offsets, rules, now_us)
+    except Exception as e:  # bad bytes must never stop ingest
+        if len(payloads) <= 1:
+            return DecodedBatch(
+                _nullable(output_schema(stream)).empty_table(), [_internal(0, e)] if payloads else []
+            )
+    # Something unforeseen spoiled the batch: judge each message alone, so only the message that
+    # causes it is refused (as ``internal``) and every other one gets its normal verdict.
+    parts: list[pa.Table] = []
+    rejects: list[Reject] = []
+    for i, raw in enumerate(payloads):
+        one = decode_batch(stream, [raw], partitions[i : i + 1], offsets[i : i + 1], rules, now_us)
+        parts.append(one.rows)
+        rejects += [Reject(i, r.stage, r.rule, r.detail, r.exception) for r in one.rejects]
+    return DecodedBatch(pa.concat_tables(parts), rejects)
+
+
+def _decode_batch(
+    stream: Stream,
+    payloads: list[bytes],
+    partitions: Sequence[int] | np.ndarray,
+    offsets: Sequence[int] | np.ndarray,
+    rules: ValidationRules,
+    now_us: int,
+) -> DecodedBatch:
     rejects: list[Reject] = []
     index: Sequence[int] = range(len(payloads))
     cap = rules.max_message_bytes

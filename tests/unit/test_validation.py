@@ -304,15 +304,15 @@ def test_reference_listing_and_dividend_decode_into_rows() -> None:
 def test_reference_with_unknown_kind_is_rejected() -> None:
     batch = decode("reference", [enc(reference(kind="listing")), enc(reference(seq=2, kind="spinoff"))])
 
-    assert [r.index for r in batch.rejects] == [1]
+    assert [(r.index, r.stage, r.rule) for r in batch.rejects] == [(1, "validate", "unknown_reference_kind")]
     assert batch.rows["kind"].to_pylist() == ["listing"]
 
 
-def test_reference_with_unknown_kind_is_rejected_when_the_batch_is_decoded_message_by_message() -> None:
+def test_reference_with_unknown_kind_gets_the_same_reason_when_decoded_message_by_message() -> None:
     batch = decode("reference", [enc(reference(kind="listing")), enc(reference(seq=2, kind="spinoff")), b"{"])
 
     assert [(r.index, r.stage, r.rule) for r in batch.rejects] == [
-        (1, "decode", "wrong_type_or_missing_field"),
+        (1, "validate", "unknown_reference_kind"),
         (2, "decode", "malformed"),
     ]
     assert batch.rows["kind"].to_pylist() == ["listing"]
