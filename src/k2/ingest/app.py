@@ -41,6 +41,7 @@ from k2.ingest.committer import Committer, FlushWork, StreamWork, stream_key
 from k2.ingest.consumer import consumer_config
 from k2.ingest.dlq import DeadLetter, DeadLetterQueue
 from k2.ingest.fetcher import Fetcher
+from k2.ingest.refetch import fetch_records
 from k2.ingest.restore import restore_partitions
 from k2.ingest.sequencing import PartitionSequencing, apply_sequencing
 from k2.ingest.warmup import warm_up
@@ -49,7 +50,7 @@ from k2.lake.tables import GAPS_TABLE
 from k2.live_buffer import LiveBuffer
 from k2.logs import get_logger
 from k2.validation import ValidationRules, decode_batch
-from k2.wire import Stream
+from k2.wire import Stream, encoder
 
 __all__ = ["IngestApp", "IngestReport"]
 
@@ -161,6 +162,7 @@ class IngestApp:
             self._on_committed,
             ing,
             settings.iceberg,
+            self._set_aside,
         )
         self._advisory: list[TopicPartition] = []
         self._paused = False
@@ -343,6 +345,36 @@ class IngestApp:
                 topic, m.partition(), m.offset(), m.key(), m.value(), m.headers(), stage, rule, detail, exc
             )
         )
+
+    def _set_aside(self, topic: str, rows: pa.Table, error: BaseException) -> None:
+        """Dead-letter rows a commit could not write, with their original records read again."""
+        coords = list(zip(rows["kafka_partition"].to_pylist(), rows["kafka_offset"].to_pylist(), strict=True))
+        originals = fetch_records(
+            self._s.kafka.bootstrap_servers, topic, coords, self._s.kafka.client_properties
+        )
+        detail = f"{type(error).__name__}: {error}"
+        for (p, o), row in zip(coords, rows.to_pylist(), strict=True):
+            m = originals.get((p, o))
+            if m is not None:
+                self._dead_letter(topic, m, "commit", "unwritable", detail, type(error).__name__)
+                continue
+            # Kafka no longer has it (retention): the decoded row is all that is left to keep.
+            value = encoder.encode(row)
+            self._dlq.send(
+                DeadLetter(
+                    topic,
+                    p,
+                    o,
+                    None,
+                    value,
+                    None,
+                    "commit",
+                    "unwritable",
+                    "original no longer in Kafka; value is the decoded row. " + detail,
+                    type(error).__name__,
+                )
+            )
+        self.report.rejected[topic] = self.report.rejected.get(topic, 0) + len(coords)
 
     def _apply_backpressure(self) -> None:
         assert self._fetcher is not None

@@ -11,7 +11,10 @@ One flush, in order:
 2. flush the DLQ producer: every refused message up to those offsets is safely in Kafka;
 3. per table, append rows + offsets in one snapshot (``TableWriter`` checks continuity); the
    tables are committed in parallel threads (sorting and Parquet encoding release the GIL), so
-   the commit that ends a burst takes as long as the largest table, not the sum of all three;
+   the commit that ends a burst takes as long as the largest table, not the sum of all three.
+   A commit that fails on the rows themselves (``k2.lake.probe`` finds which) does not stop
+   ingest: those rows are set aside to the DLQ (stage ``commit``), the DLQ is flushed, and the
+   rest land with the same offsets; a failure no row explains is raised as before;
 4. rewrite the changed streams' rows in ``sequence_gaps``;
 5. every so often, expire old snapshots.
 A crash between 3 and 4 is repaired on restart (the tracker is rebuilt from stored rows and the
@@ -27,15 +30,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import In
 from pyiceberg.table import Table
 
 from k2.config import IcebergSettings, IngestSettings
+from k2.errors import CommitConflict
 from k2.ingest.dlq import DeadLetterQueue
 from k2.lake.append import day_numbers
 from k2.lake.maintenance import expire_snapshots
+from k2.lake.probe import unwritable_rows
 from k2.lake.tables import GAPS_SCHEMA, market_arrow_schema
 from k2.lake.writer import TableWriter
 from k2.live_buffer import BufferContent, LiveBuffer
@@ -43,7 +49,10 @@ from k2.logs import get_logger
 from k2.sequence_tracker import Gap
 from k2.wire import Stream
 
-__all__ = ["Committer", "FlushWork", "StreamWork", "prepare_rows"]
+__all__ = ["Committer", "FlushWork", "SetAside", "StreamWork", "prepare_rows"]
+
+SetAside = Callable[[str, pa.Table, BaseException], None]
+"""Dead-letter rows of a topic that could not be written, with the error that showed it."""
 
 _log = get_logger("committer")
 
@@ -110,6 +119,7 @@ class Committer:
         on_committed: Callable[[StreamWork], None],
         ingest: IngestSettings,
         iceberg: IcebergSettings,
+        set_aside: SetAside,
     ) -> None:
         self._buffer = buffer
         self._writers = writers
@@ -117,6 +127,8 @@ class Committer:
         self._dlq = dlq
         self._collect = collect
         self._on_committed = on_committed
+        self._set_aside = set_aside
+        self.rows_set_aside = 0
         self._ingest = ingest
         self._iceberg = iceberg
         self._wake = threading.Condition()
@@ -196,7 +208,16 @@ class Committer:
         writer = self._writers[s.stream]
         rows = content.table(writer.name)
         rows = market_arrow_schema(s.stream).empty_table() if rows is None else prepare_rows(s.stream, rows)
-        result = writer.commit(rows, s.offsets, s.expected)
+        try:
+            result = writer.commit(rows, s.offsets, s.expected)
+        except CommitConflict:
+            raise
+        except Exception as e:
+            bad = unwritable_rows(writer.table, rows)
+            if bad is None:  # not the rows' fault: the catalog or storage; ingest stops
+                raise
+            rows = self._set_aside_rows(s, rows, bad, e)
+            result = writer.commit(rows, s.offsets, s.expected)
         with self._stats_lock:
             self.rows_committed[writer.name] = self.rows_committed.get(writer.name, 0) + rows.num_rows
             if rows.num_rows:
@@ -218,6 +239,31 @@ class Committer:
                 writer.table, self._iceberg.expire_snapshots_older_than_s, self._iceberg.keep_min_snapshots
             )
             _log.info("snapshots_expired", table=writer.name, count=expired)
+
+    def _set_aside_rows(
+        self, s: StreamWork, rows: pa.Table, bad: np.ndarray, error: BaseException
+    ) -> pa.Table:
+        """Dead-letter ``rows[bad]`` (flushed before the commit moves past them); the rest remain."""
+        culprits = rows.take(bad)
+        _log.error(
+            "rows_set_aside",
+            topic=s.topic,
+            rows=len(bad),
+            exception=type(error).__name__,
+            error=str(error)[:500],
+            offsets=list(
+                zip(
+                    culprits["kafka_partition"].to_pylist(), culprits["kafka_offset"].to_pylist(), strict=True
+                )
+            ),
+        )
+        self._set_aside(s.topic, culprits, error)
+        self._dlq.flush()
+        with self._stats_lock:
+            self.rows_set_aside += len(bad)
+        keep = np.ones(rows.num_rows, dtype=bool)
+        keep[bad] = False
+        return rows.filter(pa.array(keep))
 
     def _write_gaps(self, streams: list[StreamWork]) -> None:
         for s in streams:
