@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from k2.broker import LocalBroker, delete_topics, ensure_topics
+from k2.broker import LocalBroker, delete_topics, ensure_k2_topics
 from k2.config import BrokerSettings, IcebergSettings, KafkaSettings, Settings, TopicNames
 from k2.errors import BrokerError
 
@@ -74,7 +74,7 @@ def k2_settings(broker: LocalBroker, tmp_path: Path) -> Iterator[Settings]:
         broker=broker.settings,
         iceberg=IcebergSettings(type="sql", warehouse=str(warehouse)),
     )
-    ensure_topics(broker.bootstrap, topics.all(), PARTITIONS)
+    ensure_k2_topics(broker.bootstrap, topics, PARTITIONS)
     yield settings
     _drop_topics(broker, topics.all())
 

@@ -107,18 +107,18 @@ def broker_reset() -> None:
 @app.command("topics")
 def topics(action: Annotated[str, typer.Argument(help="create")] = "create") -> None:
     """Create the configured topics on any Kafka cluster (the local broker does this on start)."""
-    from k2.broker import ensure_topics
+    from k2.broker import ensure_k2_topics
 
     if action != "create":
         _fail(f"unknown action {action!r}; expected 'create'", 2)
     settings = _settings()
     try:
-        ensure_topics(
-            settings.kafka.bootstrap_servers, settings.kafka.topics.all(), settings.kafka.partitions
+        limits = ensure_k2_topics(
+            settings.kafka.bootstrap_servers, settings.kafka.topics, settings.kafka.partitions
         )
     except K2Error as e:
         _fail(str(e))
-    console.print(f"topics ready: {', '.join(settings.kafka.topics.all())}")
+    console.print(f"topics ready (max.message.bytes): {', '.join(f'{t} {n:,}' for t, n in limits.items())}")
 
 
 # -- feeds --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ __all__ = [
     "BrokerError",
     "CommitConflict",
     "ConfigError",
+    "DeadLetterTooLarge",
     "FeedError",
     "K2Error",
     "OffsetsMissing",
@@ -40,6 +41,25 @@ class ValidationError(K2Error):
         self.rule = rule
         self.detail = detail
         super().__init__(f"{rule}: {detail}" if detail else rule)
+
+
+class DeadLetterTooLarge(K2Error):
+    """Not even a dead letter's ``k2.*`` headers fit the DLQ topic's record size limit.
+
+    Every other part of a dead letter can be cut to fit, so this means a DLQ topic with an
+    absurdly small ``max.message.bytes``; raising stops ingest rather than losing the letter.
+    """
+
+    def __init__(self, topic: str, partition: int, offset: int, limit: int, needed: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.limit = limit
+        self.needed = needed
+        super().__init__(
+            f"dead letter of {topic}[{partition}]@{offset} needs at least {needed} bytes for its k2 "
+            f"headers; the DLQ topic accepts {limit}: raise the DLQ topic's max.message.bytes"
+        )
 
 
 class OffsetsMissing(K2Error):

@@ -39,11 +39,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from k2.broker.topics import ensure_topics
+from k2.broker.topics import ensure_k2_topics
 from k2.config import IcebergSettings, Settings, TopicNames, settings_env
-from k2.ingest.app import freeze_startup_heap
 from k2.ingest.consumer import consumer_config
 from k2.ingest.pool import wait_for_members
+from k2.ingest.process import freeze_startup_heap
 from k2.lake import TableWriter, ensure_tables, open_catalog
 from k2.lake.maintenance import expire_snapshots
 from k2.lake.tables import market_arrow_schema
@@ -159,7 +159,7 @@ def _run_scenario(
 ) -> ScenarioResult:
     label = f"{name}-p{processes}"
     s = _scenario_settings(base, label, work, run_id)
-    ensure_topics(s.kafka.bootstrap_servers, s.kafka.topics.all(), s.kafka.partitions)
+    ensure_k2_topics(s.kafka.bootstrap_servers, s.kafka.topics, s.kafka.partitions)
     report = work / f"{label}-ingest.json"
     broker = _broker_process(s)
     broker0, ingest0 = _cpu(broker), _children_cpu()

@@ -43,7 +43,7 @@ from pathlib import Path
 import psutil
 from confluent_kafka import KafkaException
 
-from k2.broker.topics import admin_client, ensure_topics, list_topics
+from k2.broker.topics import admin_client, ensure_k2_topics, list_topics
 from k2.config import BrokerSettings, KafkaSettings
 from k2.errors import BrokerError
 from k2.logs import get_logger
@@ -235,9 +235,9 @@ class LocalBroker:
             else:
                 log.info("broker already running", pid=pid, bootstrap=self.bootstrap)
             self._wait_ready(pid)
-        ensure_topics(
+        ensure_k2_topics(
             self.bootstrap,
-            self._kafka.topics.all(),
+            self._kafka.topics,
             self._kafka.partitions,
             timeout=self.settings.start_timeout_s,
         )
