@@ -18,8 +18,6 @@ bounded; Kafka keeps everything not yet committed.
 
 from __future__ import annotations
 
-import gc
-import json
 import os
 import signal
 import socket
@@ -28,10 +26,9 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
@@ -39,18 +36,19 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from k2.config import Settings
 from k2.ingest.committer import Committer, FlushWork, StreamWork, stream_key
 from k2.ingest.consumer import consumer_config
-from k2.ingest.dlq import DeadLetter, DeadLetterQueue
+from k2.ingest.dead_letters import DeadLetterRouter
 from k2.ingest.fetcher import Fetcher
-from k2.ingest.refetch import fetch_records
+from k2.ingest.parts import IngestParts, open_parts, stream_of_topic
+from k2.ingest.process import freeze_startup_heap, peak_rss_bytes
+from k2.ingest.report import IngestReport
 from k2.ingest.restore import restore_partitions
 from k2.ingest.sequencing import PartitionSequencing, apply_sequencing
 from k2.ingest.warmup import warm_up
-from k2.lake import TABLE_FOR_STREAM, TableWriter, ensure_tables, open_catalog, read_offsets
+from k2.lake import TABLE_FOR_STREAM, read_offsets
 from k2.lake.tables import GAPS_TABLE
 from k2.live_buffer import LiveBuffer
 from k2.logs import get_logger
 from k2.validation import ValidationRules, decode_batch
-from k2.wire import Stream, encoder
 
 __all__ = ["IngestApp", "IngestReport"]
 
@@ -64,55 +62,16 @@ class _Partition:
     consumed: int | None = None  # next offset after the last message taken into the buffer
 
 
-@dataclass(slots=True)
-class IngestReport:
-    consumed: int = 0
-    landed: dict[str, int] = field(default_factory=dict)
-    rejected: dict[str, int] = field(default_factory=dict)
-    duplicates: int = 0
-    unplaceable: int = 0
-    commits: int = 0
-    seconds: float = 0.0
-    peak_rss_bytes: int = 0
-    exit_reason: str = ""
-    first_consumed_at: float | None = None  # wall clock (epoch s) of the first non-empty batch
-    last_committed_at: float | None = None  # wall clock of the last commit that landed rows
-
-    def to_json(self) -> str:
-        return json.dumps({k: getattr(self, k) for k in self.__slots__}, indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> IngestReport:
-        return cls(**json.loads(text))
-
-    @classmethod
-    def merge(cls, reports: list[IngestReport]) -> IngestReport:
-        """One report for several processes: counts add up, the time span covers them all.
-
-        ``peak_rss_bytes`` is the sum of the processes' peaks (an upper bound of the footprint).
-        """
-        out = cls()
-        for r in reports:
-            out.consumed += r.consumed
-            out.duplicates += r.duplicates
-            out.unplaceable += r.unplaceable
-            out.commits += r.commits
-            out.peak_rss_bytes += r.peak_rss_bytes
-            out.seconds = max(out.seconds, r.seconds)
-            for table, n in r.landed.items():
-                out.landed[table] = out.landed.get(table, 0) + n
-            for topic, n in r.rejected.items():
-                out.rejected[topic] = out.rejected.get(topic, 0) + n
-        firsts = [r.first_consumed_at for r in reports if r.first_consumed_at is not None]
-        lasts = [r.last_committed_at for r in reports if r.last_committed_at is not None]
-        out.first_consumed_at = min(firsts) if firsts else None
-        out.last_committed_at = max(lasts) if lasts else None
-        out.exit_reason = ",".join(sorted({r.exit_reason for r in reports}))
-        return out
-
-
 class IngestApp:
-    def __init__(self, settings: Settings, writer_id: str | None = None) -> None:
+    """One ingest process: wires fetch, decode, sequencing, the live buffer and the committer.
+
+    ``parts`` (tables, their writers, the DLQ) are opened by :func:`open_parts` unless given, so
+    a test can hand in its own; nothing here reads the environment.
+    """
+
+    def __init__(
+        self, settings: Settings, writer_id: str | None = None, parts: IngestParts | None = None
+    ) -> None:
         self._s = settings
         self.writer_id = (
             writer_id
@@ -120,23 +79,10 @@ class IngestApp:
             or (f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         )
         self._log = get_logger("ingest", writer=self.writer_id)
-        topics = settings.kafka.topics
-        self._stream_of: dict[str, Stream] = {
-            topics.trades: "trades",
-            topics.quotes: "quotes",
-            topics.reference: "reference",
-        }
-        self._topic_of: dict[Stream, str] = {v: k for k, v in self._stream_of.items()}
-        catalog = open_catalog(settings.iceberg)
-        self._tables = ensure_tables(catalog, settings.iceberg)
-        self._writers = {
-            stream: TableWriter(
-                self._tables[TABLE_FOR_STREAM[stream]], self._topic_of[stream], self.writer_id
-            )
-            for stream in self._topic_of
-        }
-        for writer in self._writers.values():  # fail fast: rows without offsets is an operator decision
-            writer.stored_offsets()
+        self._stream_of = stream_of_topic(settings.kafka.topics)
+        parts = parts or open_parts(settings, self.writer_id)
+        self._tables = parts.tables
+        self._writers = parts.writers
         ing = settings.ingest
         self._rules = ValidationRules(
             known_exchanges=frozenset(ing.known_exchanges),
@@ -147,17 +93,14 @@ class IngestApp:
         self._lock = threading.RLock()
         self._parts: dict[tuple[str, int], _Partition] = {}
         self.buffer = LiveBuffer()
-        self._dlq = DeadLetterQueue(
-            settings.kafka.bootstrap_servers,
-            topics.dlq,
-            self.writer_id,
-            {k: v for k, v in settings.kafka.client_properties.items()},
+        self._letters = DeadLetterRouter(
+            parts.dlq, settings.kafka.bootstrap_servers, settings.kafka.client_properties
         )
         self._committer = Committer(
             self.buffer,
             self._writers,
             self._tables[GAPS_TABLE],
-            self._dlq,
+            parts.dlq,
             self._collect,
             self._on_committed,
             ing,
@@ -240,8 +183,8 @@ class IngestApp:
             self.report.commits = self._committer.commits
             self.report.landed = dict(self._committer.rows_committed)
             self.report.last_committed_at = self._committer.last_rows_committed_at
-            self.report.peak_rss_bytes = _peak_rss()
-        self._log.info("ingest_stopped", **_asdict(self.report))
+            self.report.peak_rss_bytes = peak_rss_bytes()
+        self._log.info("ingest_stopped", **self.report.as_dict())
         return self.report
 
     def install_signal_handlers(self) -> None:
@@ -301,10 +244,8 @@ class IngestApp:
         offsets = np.fromiter(map(Message.offset, msgs), np.int64, n)
         now_us = time.time_ns() // 1000
         decoded = decode_batch(stream, values, partitions, offsets, self._rules, now_us)
-        for r in decoded.rejects:
-            self._dead_letter(topic, msgs[r.index], r.stage, r.rule, r.detail, r.exception)
         if decoded.rejects:
-            self.report.rejected[topic] = self.report.rejected.get(topic, 0) + len(decoded.rejects)
+            self._count_rejected(topic, self._letters.refused(topic, msgs, decoded.rejects))
         last_offset = _last_offsets(partitions, offsets)
         with self._lock:
             # Still ours, and the same assignment as when fetched: otherwise whoever owns the
@@ -324,57 +265,14 @@ class IngestApp:
                 self._parts[(topic, p)].consumed = off + 1
         self.report.duplicates += outcome.duplicates
         if outcome.unplaceable.num_rows:
-            self._dead_letter_unplaceable(topic, msgs, outcome.unplaceable)
-
-    def _dead_letter_unplaceable(self, topic: str, msgs: list[Message], rows: pa.Table) -> None:
-        where = {(m.partition(), m.offset()): m for m in msgs}
-        for p, o in zip(rows["kafka_partition"].to_pylist(), rows["kafka_offset"].to_pylist(), strict=True):
-            self._dead_letter(
-                topic,
-                where[(p, o)],
-                "sequence",
-                "unplaceable",
-                "session older than retained, or seq of a gap already declared lost",
-                "SequenceUnplaceable",
-            )
-        self.report.unplaceable += rows.num_rows
-
-    def _dead_letter(self, topic: str, m: Message, stage: str, rule: str, detail: str, exc: str) -> None:
-        self._dlq.send(
-            DeadLetter(
-                topic, m.partition(), m.offset(), m.key(), m.value(), m.headers(), stage, rule, detail, exc
-            )
-        )
+            self.report.unplaceable += self._letters.unplaceable(topic, msgs, outcome.unplaceable)
 
     def _set_aside(self, topic: str, rows: pa.Table, error: BaseException) -> None:
-        """Dead-letter rows a commit could not write, with their original records read again."""
-        coords = list(zip(rows["kafka_partition"].to_pylist(), rows["kafka_offset"].to_pylist(), strict=True))
-        originals = fetch_records(
-            self._s.kafka.bootstrap_servers, topic, coords, self._s.kafka.client_properties
-        )
-        detail = f"{type(error).__name__}: {error}"
-        for (p, o), row in zip(coords, rows.to_pylist(), strict=True):
-            m = originals.get((p, o))
-            if m is not None:
-                self._dead_letter(topic, m, "commit", "unwritable", detail, type(error).__name__)
-                continue
-            # Kafka no longer has it (retention): the decoded row is all that is left to keep.
-            value = encoder.encode(row)
-            self._dlq.send(
-                DeadLetter(
-                    topic,
-                    p,
-                    o,
-                    None,
-                    value,
-                    None,
-                    "commit",
-                    "unwritable",
-                    "original no longer in Kafka; value is the decoded row. " + detail,
-                    type(error).__name__,
-                )
-            )
-        self.report.rejected[topic] = self.report.rejected.get(topic, 0) + len(coords)
+        self._count_rejected(topic, self._letters.unwritable(topic, rows, error))
+
+    def _count_rejected(self, topic: str, n: int) -> None:
+        with self._lock:  # the committer thread sets rows aside too
+            self.report.rejected[topic] = self.report.rejected.get(topic, 0) + n
 
     def _apply_backpressure(self) -> None:
         assert self._fetcher is not None
@@ -546,53 +444,3 @@ def _last_offsets(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]
     """Highest offset per partition in a batch (offsets only grow within a partition)."""
     uniq, last = np.unique(partitions[::-1], return_index=True)
     return {int(p): int(offsets[len(offsets) - 1 - i]) for p, i in zip(uniq, last, strict=True)}
-
-
-# Young-generation collections run after this many net container allocations (CPython's default
-# is 700). A consumed batch is tens of thousands of GC-tracked ``Message`` objects that all die
-# together when the batch is processed; with the default, each one was traversed by one or two
-# young collections before dying (about 0.3 us per message, measured). At this size a batch is
-# usually gone before a collection starts, so it is never traversed at all.
-_YOUNG_GC_THRESHOLD = 200_000
-
-
-def freeze_startup_heap() -> None:
-    """Hide everything allocated so far (imports, catalog, schemas) from the garbage collector,
-    and collect the young generation in large steps (see ``_YOUNG_GC_THRESHOLD``).
-
-    The startup heap lives for the whole process anyway. pyiceberg deep-copies table metadata
-    many times per commit, so collections run often; without this, each full collection rescans
-    the startup heap and append latency roughly doubles over a few hundred commits (measured,
-    k2 bench ingest).
-    """
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(_YOUNG_GC_THRESHOLD, older, oldest)
-
-
-def _peak_rss() -> int:
-    """Peak resident set size of this process, in bytes.
-
-    On Linux, from ``VmHWM``: ``getrusage``'s ``ru_maxrss`` survives ``execve``, so a process
-    started from a large parent (the benchmark, holding a pre-rendered feed) reported the parent's
-    size at fork as its own peak.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    info = psutil.Process().memory_info()
-    try:
-        import resource
-
-        return max(info.rss, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    except ImportError:  # pragma: no cover - non-POSIX
-        return int(info.rss)
-
-
-def _asdict(report: IngestReport) -> dict[str, object]:
-    return dict(json.loads(report.to_json()))

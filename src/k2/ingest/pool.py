@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from k2.config import KafkaSettings
-from k2.ingest.app import IngestReport
+from k2.ingest.report import IngestReport
 from k2.logs import get_logger
 
 __all__ = ["PoolResult", "run_pool", "wait_for_members"]

@@ -1,0 +1,62 @@
+"""What one ingest run did, as counts: the ``--report`` file, the benchmark's input, the log's last line.
+
+Reports of several processes (``k2 ingest --processes N``) merge into one: counts add up, and
+the time span covers them all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+__all__ = ["IngestReport"]
+
+
+@dataclass(slots=True)
+class IngestReport:
+    consumed: int = 0
+    landed: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    unplaceable: int = 0
+    commits: int = 0
+    seconds: float = 0.0
+    peak_rss_bytes: int = 0
+    exit_reason: str = ""
+    first_consumed_at: float | None = None  # wall clock (epoch s) of the first non-empty batch
+    last_committed_at: float | None = None  # wall clock of the last commit that landed rows
+
+    def to_json(self) -> str:
+        return json.dumps({k: getattr(self, k) for k in self.__slots__}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> IngestReport:
+        return cls(**json.loads(text))
+
+    @classmethod
+    def merge(cls, reports: list[IngestReport]) -> IngestReport:
+        """One report for several processes: counts add up, the time span covers them all.
+
+        ``peak_rss_bytes`` is the sum of the processes' peaks (an upper bound of the footprint).
+        """
+        out = cls()
+        for r in reports:
+            out.consumed += r.consumed
+            out.duplicates += r.duplicates
+            out.unplaceable += r.unplaceable
+            out.commits += r.commits
+            out.peak_rss_bytes += r.peak_rss_bytes
+            out.seconds = max(out.seconds, r.seconds)
+            for table, n in r.landed.items():
+                out.landed[table] = out.landed.get(table, 0) + n
+            for topic, n in r.rejected.items():
+                out.rejected[topic] = out.rejected.get(topic, 0) + n
+        firsts = [r.first_consumed_at for r in reports if r.first_consumed_at is not None]
+        lasts = [r.last_committed_at for r in reports if r.last_committed_at is not None]
+        out.first_consumed_at = min(firsts) if firsts else None
+        out.last_committed_at = max(lasts) if lasts else None
+        out.exit_reason = ",".join(sorted({r.exit_reason for r in reports}))
+        return out
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(json.loads(self.to_json()))
