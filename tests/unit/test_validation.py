@@ -461,3 +461,30 @@ def test_whether_a_message_lands_does_not_depend_on_its_batch(
 
     landed = {o - FIRST_OFFSET for o in together.rows["kafka_offset"].to_pylist()}
     assert [i in landed for i in range(len(payloads))] == alone
+
+
+# ---------------------------------------------------------------------------- the unforeseen
+
+
+def test_an_unforeseen_error_on_one_message_refuses_only_it_as_internal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import k2.validation as validation
+
+    real = validation._decode_batch
+    poison = enc(trade(seq=2, trade_id="boom"))
+
+    def flaky(stream: Stream, payloads: list[bytes], *args: Any) -> DecodedBatch:
+        if poison in payloads:
+            raise MemoryError("simulated failure inside decoding")
+        return real(stream, payloads, *args)
+
+    monkeypatch.setattr(validation, "_decode_batch", flaky)
+    batch = decode("trades", [enc(trade(seq=1)), poison, enc(trade(seq=3, price=-1.0))])
+
+    assert [(r.index, r.stage, r.rule, r.exception) for r in batch.rejects] == [
+        (1, "decode", "internal", "MemoryError"),
+        (2, "validate", "price_not_positive", "ValidationError"),
+    ]
+    assert batch.rows["seq"].to_pylist() == [1]
+    assert batch.rows["kafka_offset"].to_pylist() == [FIRST_OFFSET]
