@@ -10,12 +10,13 @@ Precedence, highest first: constructor arguments, ``K2_*`` environment variables
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,12 +26,14 @@ from pydantic_settings import (
 
 __all__ = [
     "BrokerSettings",
+    "DegradationSettings",
     "FeedSettings",
     "IcebergSettings",
     "IngestSettings",
     "KafkaSettings",
     "LogSettings",
     "Settings",
+    "SheddingSettings",
     "load_settings",
     "settings_env",
 ]
@@ -140,6 +143,61 @@ class IngestSettings(_Section):
     processes: int = Field(default=1, ge=1, le=64)
 
 
+def _strictly_increasing(name: str, values: list[int] | list[float]) -> None:
+    if any(b <= a for a, b in itertools.pairwise(values)):
+        raise ValueError(f"{name} must be strictly increasing (SOFT < GRACEFUL < AGGRESSIVE < CIRCUIT_BREAK)")
+
+
+class DegradationSettings(_Section):
+    """When ingest falls behind, which freshness level it degrades to, and how it recovers.
+
+    Each list holds the bound that enters SOFT, GRACEFUL, AGGRESSIVE and CIRCUIT_BREAK, in that
+    order. Lag is messages behind the high watermarks of the partitions a process owns; memory is
+    the process's RSS as a fraction of ``memory_budget_bytes``. Escalation is immediate; recovery
+    steps down one level after both signals stayed below (the current level's bound x recovery
+    factor) for ``cooldown_s``, so a load that oscillates around a bound does not flap.
+    """
+
+    # False keeps every process at NORMAL: nothing is shed (the benchmark compares on and off).
+    enabled: bool = True
+    lag_thresholds: list[int] = Field(
+        default_factory=lambda: [100_000, 500_000, 1_000_000, 5_000_000], min_length=4, max_length=4
+    )
+    memory_thresholds: list[float] = Field(
+        default_factory=lambda: [0.70, 0.80, 0.90, 0.95], min_length=4, max_length=4
+    )
+    # Recovery bounds sit well below the entry bounds: lag must halve, memory drop by a tenth.
+    lag_recovery_factor: float = Field(default=0.5, gt=0.0, le=1.0)
+    memory_recovery_factor: float = Field(default=0.9, gt=0.0, le=1.0)
+    cooldown_s: float = Field(default=30.0, ge=0.0)
+    # At AGGRESSIVE and up, a lag past the AGGRESSIVE bound is deferred whole: the consumer jumps
+    # to the head and the skipped offsets go to the deferred ledger for backfill.
+    defer_backlog: bool = True
+    # 0 = auto: the cgroup memory limit if there is one, else the machine's memory
+    # (``k2.degradation.memory_budget``). Set it when several processes share one limit.
+    memory_budget_bytes: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> DegradationSettings:
+        if self.lag_thresholds[0] <= 0 or self.memory_thresholds[0] <= 0:
+            raise ValueError("degradation thresholds must be positive")
+        _strictly_increasing("lag_thresholds", self.lag_thresholds)
+        _strictly_increasing("memory_thresholds", self.memory_thresholds)
+        return self
+
+
+class SheddingSettings(_Section):
+    """Which symbols are kept fresh under load: tier files name tier-1 and tier-2 symbols per exchange.
+
+    A path may be a TOML file or a directory (every ``*.toml`` in it). Symbols in no file are
+    tier 3; a symbol listed twice takes its lowest (most important) tier.
+    """
+
+    # False never sheds, whatever the degradation level.
+    enabled: bool = True
+    tier_files: list[Path] = Field(default_factory=lambda: [Path("config/tiers")])
+
+
 class FeedSettings(_Section):
     """Inputs of ``k2 feed replay``."""
 
@@ -166,6 +224,8 @@ class Settings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     iceberg: IcebergSettings = Field(default_factory=IcebergSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    degradation: DegradationSettings = Field(default_factory=DegradationSettings)
+    shedding: SheddingSettings = Field(default_factory=SheddingSettings)
     feeds: FeedSettings = Field(default_factory=FeedSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
