@@ -5,8 +5,11 @@ partition of the topic known so far (its own partitions merged with what the pre
 held). So the newest k2 snapshot alone answers "where do I resume", and snapshot expiry can drop
 older ones freely. Kafka's own group offsets are only advisory (they feed lag metrics).
 
-Summary keys: ``k2.offsets`` (JSON ``{topic: {partition: next_offset}}``), ``k2.commit-id``,
-``k2.writer-id``.
+Summary keys: ``k2.offsets`` (JSON ``{topic: {partition: next_offset}}``), ``k2.deferred`` (the
+deferred ledger: offset ranges holding shed messages not yet backfilled, see
+``k2.deferred_ledger``; absent when nothing is pending), ``k2.commit-id``, ``k2.writer-id``. The
+ledger is read from the same snapshot as the offsets and carried forward by every commit, so
+the two always describe the same moment.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 
 from pyiceberg.table import Table
 
+from k2.deferred_ledger import LEDGER_KEY, DeferredLedger
 from k2.errors import OffsetsMissing
 
 __all__ = ["OFFSETS_KEY", "StoredOffsets", "encode_offsets", "read_offsets"]
@@ -31,6 +35,7 @@ class StoredOffsets:
 
     by_topic: dict[str, dict[int, int]] = field(default_factory=dict)
     snapshot_id: int | None = None
+    deferred: DeferredLedger = field(default_factory=DeferredLedger)
 
     def for_topic(self, topic: str) -> dict[int, int]:
         return dict(self.by_topic.get(topic, {}))
@@ -56,7 +61,9 @@ def read_offsets(table: Table) -> StoredOffsets:
     while snap is not None:
         raw = snap.summary[OFFSETS_KEY] if snap.summary is not None else None
         if raw:
-            return StoredOffsets(_decode(raw), snap.snapshot_id)
+            ledger = snap.summary[LEDGER_KEY] if snap.summary is not None else None
+            deferred = DeferredLedger.decode(ledger) if ledger else DeferredLedger()
+            return StoredOffsets(_decode(raw), snap.snapshot_id, deferred)
         snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id is not None else None
     if current is not None and current.summary is not None and int(current.summary["total-records"] or 0) > 0:
         raise OffsetsMissing(table.name()[-1], current.snapshot_id)

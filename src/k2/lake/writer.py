@@ -19,6 +19,7 @@ import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
+from k2.deferred_ledger import LEDGER_KEY, DeferredLedger
 from k2.errors import CommitConflict
 from k2.lake.append import append_rows
 from k2.lake.offsets import COMMIT_ID_KEY, OFFSETS_KEY, WRITER_ID_KEY, encode_offsets, read_offsets
@@ -59,12 +60,18 @@ class TableWriter:
         return read_offsets(self._table).for_topic(self._topic)
 
     def commit(
-        self, rows: pa.Table, offsets: dict[int, int], expected: dict[int, int | None]
+        self,
+        rows: pa.Table,
+        offsets: dict[int, int],
+        expected: dict[int, int | None],
+        deferred: DeferredLedger | None = None,
     ) -> CommitResult:
         """Append ``rows`` with ``offsets`` (next offset per partition covered by this commit).
 
         ``expected[p]`` is the stored offset this writer's buffer for ``p`` started from (None if
         the table had none for ``p``). Raises CommitConflict if any differs from what is stored.
+        ``deferred``: this writer's ledger for the partitions in ``expected`` (their pending shed
+        ranges replace the stored ones; other partitions' ranges are carried forward as stored).
         """
         commit_id = uuid.uuid4().hex
         started = time.perf_counter()
@@ -82,6 +89,11 @@ class TableWriter:
                 COMMIT_ID_KEY: commit_id,
                 WRITER_ID_KEY: self._writer_id,
             }
+            ledger = stored.deferred
+            if deferred is not None:
+                ledger = ledger.overlay(deferred, [(self._topic, p) for p in expected])
+            if ledger.partitions():
+                props[LEDGER_KEY] = ledger.encode()
             try:
                 append_rows(self._table, rows, props)
             except CommitFailedException:
