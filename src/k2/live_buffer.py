@@ -27,6 +27,7 @@ class BufferContent:
 
     chunks: dict[str, list[pa.Table]] = field(default_factory=dict)
     rows: int = 0
+    nbytes: int = 0
 
     def table(self, name: str) -> pa.Table | None:
         parts = self.chunks.get(name)
@@ -47,12 +48,18 @@ class LiveBuffer:
         with self._lock:
             self._content.chunks.setdefault(table_name, []).append(rows)
             self._content.rows += rows.num_rows
+            self._content.nbytes += rows.nbytes
             if self._oldest is None:
                 self._oldest = now
 
     @property
     def rows(self) -> int:
         return self._content.rows
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of Arrow data buffered (what a commit would give back)."""
+        return self._content.nbytes
 
     def age(self, now: float) -> float:
         oldest = self._oldest
@@ -75,6 +82,7 @@ class LiveBuffer:
                 keep = pc.invert(pc.is_in(chunk["kafka_partition"], mask_values))
                 remaining = chunk.filter(keep)
                 dropped += chunk.num_rows - remaining.num_rows
+                self._content.nbytes -= chunk.nbytes - remaining.nbytes
                 if remaining.num_rows:
                     kept.append(remaining)
             self._content.chunks[table_name] = kept

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Literal
@@ -75,7 +76,9 @@ __all__ = [
     "Verdict",
 ]
 
-GapStatus = Literal["open", "filled", "lost"]
+# "deferred" is never a tracker state: it is how an open gap is stored while the messages it is
+# missing were shed and wait in the deferred ledger (see k2.ingest.app); restore reads it as open.
+GapStatus = Literal["open", "filled", "lost", "deferred"]
 _Range = tuple[int, int]
 
 
@@ -472,6 +475,22 @@ class SequenceTracker:
                 st, gap = live
                 self._mark_lost((gap.exchange, gap.symbol, gap.session), st, gap)
                 marked += 1
+        return marked
+
+    def declare_lost(self, symbols: Callable[[str], bool]) -> int:
+        """Mark every open gap of the symbols ``symbols`` accepts as lost; return how many.
+
+        For messages that will never come: a deferred range Kafka's retention deleted before it
+        could be backfilled. Like :meth:`expire`, a lost seq that arrives later is ``LOST_LATE``.
+        """
+        marked = 0
+        for (exchange, symbol), sessions in self._keys.items():
+            if not symbols(symbol):
+                continue
+            for session, st in sessions.items():
+                for gap in list(st.open):
+                    self._mark_lost((exchange, symbol, session), st, gap)
+                    marked += 1
         return marked
 
     def take_dirty(self) -> list[tuple[str, str, int]]:

@@ -14,6 +14,13 @@ partition changed hands between fetch and processing is dropped (see ``k2.ingest
 
 Consumption pauses (per partition) when the committer falls behind, so the live buffer is
 bounded; Kafka keeps everything not yet committed.
+
+Under load (``k2.ingest.load_control``) the admission step sheds messages by key before they are
+parsed; their offset spans go into the deferred ledger in the same locked step that moves the
+consumed offset past them, and every commit stores the ledger with the offsets. A deep backlog is
+deferred whole (the consumer jumps to the head). When load allows, the backfill re-reads the
+ledger's ranges and lands exactly the shed messages through the same path, and each range leaves
+the ledger in the commit that lands its rows: nothing shed is ever lost, nothing lands twice.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -34,10 +41,15 @@ import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from k2.config import Settings
+from k2.deferred_ledger import DeferredLedger
+from k2.degradation import Level, memory_budget
+from k2.ingest.admission import admit, needs_keys
+from k2.ingest.backfill import BackfillReader, Chunk
 from k2.ingest.committer import Committer, FlushWork, StreamWork, stream_key
 from k2.ingest.consumer import consumer_config
 from k2.ingest.dead_letters import DeadLetterRouter
 from k2.ingest.fetcher import Fetcher
+from k2.ingest.load_control import LoadControl, open_shedder
 from k2.ingest.parts import IngestParts, open_parts, stream_of_topic
 from k2.ingest.process import freeze_startup_heap, peak_rss_bytes
 from k2.ingest.report import IngestReport
@@ -48,9 +60,12 @@ from k2.lake import TABLE_FOR_STREAM, read_offsets
 from k2.lake.tables import GAPS_TABLE
 from k2.live_buffer import LiveBuffer
 from k2.logs import get_logger
+from k2.shedding import CLASSES
 from k2.validation import ValidationRules, decode_batch
 
 __all__ = ["IngestApp", "IngestReport"]
+
+_KEEP_ALL = admit(None, Level.NORMAL, "trades", None, np.empty(0, np.int32), np.empty(0, np.int64))
 
 
 @dataclass(slots=True)
@@ -60,6 +75,9 @@ class _Partition:
     sequencing: PartitionSequencing
     committed: int | None  # next offset stored in Iceberg (None: nothing stored yet)
     consumed: int | None = None  # next offset after the last message taken into the buffer
+
+    def position(self) -> int | None:
+        return self.consumed if self.consumed is not None else self.committed
 
 
 class IngestApp:
@@ -107,8 +125,18 @@ class IngestApp:
             settings.iceberg,
             self._set_aside,
         )
+        self._control = LoadControl(
+            settings.degradation, memory_budget(settings.degradation.memory_budget_bytes), self.writer_id
+        )
+        self._shedder = open_shedder(settings, self._log)
+        self._ledger = DeferredLedger()
+        self._ledger_changed: set[tuple[str, int]] = set()
+        self._backfill = BackfillReader(settings.kafka.bootstrap_servers, settings.kafka.client_properties)
+        self._high: dict[tuple[str, int], int] = {}  # latest high watermarks seen by the fetch thread
+        self._flush_asked_at = 0.0
         self._advisory: list[TopicPartition] = []
         self._paused = False
+        self._memory_paused = False
         self._stop = threading.Event()
         self._assigned_at: float | None = None
         self.report = IngestReport()
@@ -152,11 +180,19 @@ class IngestApp:
                         "batch", messages=len(msgs), seconds=round(took, 4), buffered=self.buffer.rows
                     )
                     last_data = now
+                    self._high.update(fetched.high_watermarks)
+                    self._regulate(now, idle=len(msgs) < ing.consume_batch // 4)
                     if exit_when_idle is not None and self._caught_up(fetched.high_watermarks):
                         # A bounded run: nothing else will fill the buffer, so commit now rather
                         # than after the idle wait (a stale cached watermark only costs a commit).
                         self._committer.request_flush()
-                elif exit_when_idle is not None and self._idle_for(now, last_data) >= exit_when_idle:
+                else:
+                    self._regulate(now, idle=True)
+                if (
+                    fetched is None
+                    and exit_when_idle is not None
+                    and self._idle_for(now, last_data) >= exit_when_idle
+                ):
                     if self._drained() and self._caught_up():
                         self.report.exit_reason = "idle"
                         break
@@ -179,6 +215,7 @@ class IngestApp:
             fetcher.stop()
             self._committer.stop()
             self._consumer.close()
+            self._backfill.close()
             self.report.seconds = time.monotonic() - started
             self.report.commits = self._committer.commits
             self.report.landed = dict(self._committer.rows_committed)
@@ -233,36 +270,77 @@ class IngestApp:
         self.report.consumed += len(msgs)
 
     def _process_topic(
-        self, topic: str, msgs: list[Message], generation: dict[tuple[str, int], _Partition]
+        self,
+        topic: str,
+        msgs: list[Message],
+        generation: dict[tuple[str, int], _Partition],
+        backfill: Chunk | None = None,
     ) -> None:
+        """Admit, decode, sequence and buffer one topic's messages of a batch.
+
+        ``backfill``: the messages are a chunk re-read from a deferred range (only those of its
+        shed classes): they land like live ones, the consumed offsets stay where they are, and
+        the chunk leaves the ledger in the same locked step that buffers its rows.
+        """
         stream = self._stream_of[topic]
         n = len(msgs)
+        partitions = np.fromiter(map(Message.partition, msgs), np.int32, n)
+        offsets = np.fromiter(map(Message.offset, msgs), np.int64, n)
+        last_offset = _last_offsets(partitions, offsets) if backfill is None else {}
+        admission = _KEEP_ALL
+        if backfill is None:
+            level = self._control.level
+            if needs_keys(self._shedder, level):
+                keys = list(map(Message.key, msgs))
+                admission = admit(self._shedder, level, stream, keys, partitions, offsets)
+            if admission.keep is not None:
+                keep = np.flatnonzero(admission.keep)
+                msgs = [msgs[i] for i in keep.tolist()]
+                partitions, offsets = partitions[keep], offsets[keep]
+                self.report.shed += n - len(msgs)
         values = list(map(Message.value, msgs))
         if None in values:  # a tombstone: judged as an empty message
             values = [v or b"" for v in values]
-        partitions = np.fromiter(map(Message.partition, msgs), np.int32, n)
-        offsets = np.fromiter(map(Message.offset, msgs), np.int64, n)
         now_us = time.time_ns() // 1000
         decoded = decode_batch(stream, values, partitions, offsets, self._rules, now_us)
         if decoded.rejects:
             self._count_rejected(topic, self._letters.refused(topic, msgs, decoded.rejects))
-        last_offset = _last_offsets(partitions, offsets)
+        owned_now = (
+            set(last_offset) | set(partitions.tolist()) | ({backfill.partition} if backfill else set())
+        )
         with self._lock:
             # Still ours, and the same assignment as when fetched: otherwise whoever owns the
             # partition now resumes from the offsets stored in Iceberg and reads these again.
             states = {
                 p: part.sequencing
-                for p in last_offset
+                for p in owned_now
                 if (part := self._parts.get((topic, p))) is not None and part is generation.get((topic, p))
             }
             rows = decoded.rows
-            if len(states) < len(last_offset):
+            if len(states) < len(owned_now):
                 last_offset = {p: o for p, o in last_offset.items() if p in states}
                 rows = rows.filter(pc.is_in(rows["kafka_partition"], pa.array(list(states), pa.int32())))
             outcome = apply_sequencing(rows, states, now_us)
             self.buffer.append(TABLE_FOR_STREAM[stream], outcome.rows, time.monotonic())
             for p, off in last_offset.items():
-                self._parts[(topic, p)].consumed = off + 1
+                part = self._parts[(topic, p)]
+                part.consumed = max(off + 1, part.consumed or 0)
+            for span in admission.deferred:
+                if span.partition in states:
+                    self._ledger.add(
+                        topic,
+                        span.partition,
+                        span.first,
+                        span.last,
+                        admission.classes,
+                        span.count,
+                        time.time(),
+                    )
+                    self._ledger_changed.add((topic, span.partition))
+            if backfill is not None and backfill.partition in states:
+                self._ledger.remove(topic, backfill.partition, backfill.first, backfill.read_to, landed=n)
+                self._ledger_changed.add((topic, backfill.partition))
+                self.report.backfilled += outcome.rows.num_rows
         self.report.duplicates += outcome.duplicates
         if outcome.unplaceable.num_rows:
             self.report.unplaceable += self._letters.unplaceable(topic, msgs, outcome.unplaceable)
@@ -275,17 +353,140 @@ class IngestApp:
             self.report.rejected[topic] = self.report.rejected.get(topic, 0) + n
 
     def _apply_backpressure(self) -> None:
+        """Pause every owned partition while the buffer is full or memory is past the hard bound.
+
+        Kafka keeps what is not consumed, so pausing never loses anything; it bounds the buffer
+        (rows waiting for the committer) and keeps the process from running out of memory.
+        """
         assert self._fetcher is not None
         limit = self._s.ingest.max_buffered_rows
-        if not self._paused and self.buffer.rows >= limit:
+        rows = self.buffer.rows
+        full = rows >= limit if not self._paused else rows >= limit // 2
+        self._memory_paused = self._control.must_pause(self._memory_paused)
+        want = full or self._memory_paused
+        if want and not self._paused:
             self._fetcher.call(lambda c: c.pause(c.assignment()))
             self._paused = True
             self._committer.request_flush()
-            self._log.info("paused", buffered_rows=self.buffer.rows)
-        elif self._paused and self.buffer.rows < limit // 2:
+            self._log.info("paused", buffered_rows=rows, memory=round(self._control.memory, 3))
+        elif self._paused and not want:
             self._fetcher.call(lambda c: c.resume(c.assignment()))
             self._paused = False
-            self._log.info("resumed", buffered_rows=self.buffer.rows)
+            self._log.info("resumed", buffered_rows=rows, memory=round(self._control.memory, 3))
+
+    # -- load: degradation, shedding, backfill -------------------------------------------------
+
+    def _lag(self) -> int:
+        """Messages between the owned partitions' high watermarks and their positions."""
+        with self._lock:
+            positions = [(k, part.position()) for k, part in self._parts.items()]
+        return sum(max(0, self._high.get(k, 0) - (pos or 0)) for k, pos in positions if k in self._high)
+
+    def _regulate(self, now: float, idle: bool) -> None:
+        """Feed the degradation level and act on it; then backfill if the load allows."""
+        lag = self._lag()
+        if self._control.observe(lag, self.buffer.nbytes, now) is not None:
+            self.report.level_changes += 1
+            self.report.max_level = max(self.report.max_level, int(self._control.level))
+        self._committer.scale = self._control.commit_scale()
+        if self._control.memory_pressure() and self.buffer.rows and now - self._flush_asked_at > 1.0:
+            self._flush_asked_at = now  # commit what is buffered before anything is shed
+            self._committer.request_flush()
+        if self._control.defers_backlog(lag) and self._fetcher is not None:
+            self._fetcher.call(self._defer_backlog)
+        elif idle and self._ledger.partitions() and self._control.may_backfill(lag):
+            self._backfill_step()
+
+    def _defer_backlog(self, consumer: Consumer) -> None:
+        """Jump every owned partition to its high watermark, deferring the records skipped.
+
+        Runs on the fetch thread between two fetches, under the ingest lock: each partition gets
+        a new state object, so a batch fetched before the jump (it carries the old one) is
+        dropped whole by the generation check, and the skipped span enters the ledger in the
+        same step that moves the consumed offset past it.
+        """
+        jumps: list[TopicPartition] = []
+        deferred = 0
+        with self._lock:
+            for (topic, p), part in list(self._parts.items()):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)
+                pos = part.position()
+                pos = low if pos is None else pos  # nothing stored yet: consuming from the beginning
+                if high <= pos:
+                    continue
+                self._ledger.add(topic, p, pos, high - 1, CLASSES, high - pos, time.time())
+                self._ledger_changed.add((topic, p))
+                self._parts[(topic, p)] = _Partition(part.sequencing, part.committed, high)
+                jumps.append(TopicPartition(topic, p, high))
+                deferred += high - pos
+        for tp in jumps:
+            consumer.seek(tp)
+        if jumps:
+            self.report.shed += deferred
+            self._log.warning(
+                "backlog_deferred",
+                messages=deferred,
+                partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in jumps],
+                level=self._control.level.name,
+            )
+
+    def _backfill_step(self) -> None:
+        """Land one chunk of the oldest pending deferred range of an owned partition."""
+        with self._lock:
+            owned = [k for k in self._ledger.partitions() if k in self._parts]
+            if not owned:
+                return
+            topic, p = owned[0]
+            r = self._ledger.ranges(topic, p)[0]
+            generation = {(topic, p): self._parts[(topic, p)]}
+        chunk = self._backfill.read(topic, p, r.first, r.last)
+        if chunk.lost_to >= 0:
+            self._record_lost(topic, p, chunk.first, chunk.lost_to, r.classes)
+            return
+        if chunk.read_to < chunk.first:
+            return
+        stream = self._stream_of[topic]
+        assert self._shedder is not None or "tier1" in r.classes
+        wanted = [m for m in chunk.messages if self._class_of(stream, m.key()) in r.classes]
+        self._process_topic(topic, wanted, generation, backfill=chunk)
+        self._log.info(
+            "backfilled",
+            topic=topic,
+            partition=p,
+            first=chunk.first,
+            last=chunk.read_to,
+            messages=len(wanted),
+            pending=self._ledger.pending()[0],
+        )
+
+    def _class_of(self, stream: str, key: bytes | None) -> str:
+        return self._shedder.class_of(stream, key) if self._shedder is not None else "tier1"
+
+    def _record_lost(self, topic: str, p: int, first: int, last: int, classes: frozenset[str]) -> None:
+        """Kafka deleted records of a deferred range before the backfill: say so, loudly."""
+        stream = self._stream_of[topic]
+        with self._lock:
+            before = sum(r.count for r in self._ledger.ranges(topic, p))
+            self._ledger.remove(topic, p, first, last)
+            lost = before - sum(r.count for r in self._ledger.ranges(topic, p))
+            self._ledger_changed.add((topic, p))
+            part = self._parts.get((topic, p))
+            gaps = 0
+            if part is not None:
+                gaps = part.sequencing.tracker.declare_lost(
+                    lambda symbol: self._class_of(stream, symbol.encode()) in classes
+                )
+        self.report.deferred_lost += lost
+        self._log.error(
+            "deferred_lost",
+            topic=topic,
+            partition=p,
+            first=first,
+            last=last,
+            messages=lost,
+            gaps_lost=gaps,
+            reason="retention deleted the records before they were backfilled",
+        )
 
     def _idle_for(self, now: float, last_data: float) -> float:
         if self._assigned_at is None:
@@ -314,8 +515,11 @@ class IngestApp:
 
     def _drained(self) -> bool:
         with self._lock:
-            return self.buffer.rows == 0 and all(
-                p.consumed in (None, p.committed) for p in self._parts.values()
+            return (
+                self.buffer.rows == 0
+                and not self._ledger_changed
+                and not any(k in self._parts for k in self._ledger.partitions())  # backfill pending
+                and all(p.consumed in (None, p.committed) for p in self._parts.values())
             )
 
     # -- committing --------------------------------------------------------------------------
@@ -336,12 +540,29 @@ class IngestApp:
                 if part.consumed is not None and part.consumed != part.committed:
                     sw.offsets[p] = part.consumed
                     sw.expected[p] = part.committed
+                if (topic, p) in self._ledger_changed:
+                    sw.expected.setdefault(p, part.committed)
+                    sw.ledger_changed = True
                 tracker = part.sequencing.tracker
                 tracker.expire(now_us, lost_after)
                 table = TABLE_FOR_STREAM[stream]
+                pending = self._pending_classes(topic, p)
                 for ex, sym, sess in tracker.take_dirty():
-                    sw.gaps[stream_key(table, ex, sym, sess)] = tracker.gaps(ex, sym, sess)
+                    records = tracker.gaps(ex, sym, sess)
+                    if pending and self._class_of(stream, sym.encode()) in pending:
+                        records = [
+                            replace(g, status="deferred") if g.status == "open" else g for g in records
+                        ]
+                    sw.gaps[stream_key(table, ex, sym, sess)] = records
+            for sw in work.values():
+                owned = [(sw.topic, p) for p in sw.expected]
+                sw.deferred = self._ledger.restrict(owned)
+            self._ledger_changed.clear()
         return FlushWork(content, list(work.values()))
+
+    def _pending_classes(self, topic: str, p: int) -> frozenset[str]:
+        """Classes with shed messages of this partition still waiting for the backfill."""
+        return frozenset().union(*(r.classes for r in self._ledger.ranges(topic, p)))
 
     def _on_committed(self, sw: StreamWork) -> None:
         with self._lock:
@@ -390,6 +611,7 @@ class IngestApp:
                 for p in ps:
                     self._parts[(topic, p)] = _Partition(states[p], offsets.get(p))
                     start[(topic, p)] = offsets.get(p)
+                self._ledger = self._ledger.overlay(stored.deferred, [(topic, p) for p in ps])
         for tp in partitions:
             off = start[(tp.topic, tp.partition)]
             tp.offset = off if off is not None else OFFSET_BEGINNING
@@ -413,6 +635,8 @@ class IngestApp:
             by_table: dict[str, set[int]] = defaultdict(set)
             for tp in partitions:
                 self._parts.pop((tp.topic, tp.partition), None)
+                self._ledger.drop_partitions(tp.topic, [tp.partition])
+                self._ledger_changed.discard((tp.topic, tp.partition))
                 by_table[TABLE_FOR_STREAM[self._stream_of[tp.topic]]].add(tp.partition)
             dropped = sum(self.buffer.drop_partitions(t, ps) for t, ps in by_table.items())
         self._log.info(

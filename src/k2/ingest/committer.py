@@ -37,6 +37,7 @@ from pyiceberg.expressions import In
 from pyiceberg.table import Table
 
 from k2.config import IcebergSettings, IngestSettings
+from k2.deferred_ledger import DeferredLedger
 from k2.errors import CommitConflict
 from k2.ingest.dlq import DeadLetterQueue
 from k2.lake.append import day_numbers
@@ -66,6 +67,10 @@ class StreamWork:
     offsets: dict[int, int] = field(default_factory=dict)
     expected: dict[int, int | None] = field(default_factory=dict)
     gaps: dict[str, list[Gap]] = field(default_factory=dict)  # stream_key -> all records of that stream
+    # This process's deferred ledger for the topic's owned partitions; ``ledger_changed``: a shed
+    # or backfill since the last commit, so the table must get a snapshot even without new offsets.
+    deferred: DeferredLedger | None = None
+    ledger_changed: bool = False
 
 
 @dataclass(slots=True)
@@ -129,6 +134,8 @@ class Committer:
         self._on_committed = on_committed
         self._set_aside = set_aside
         self.rows_set_aside = 0
+        # Degradation at SOFT and above: commits this many times larger and further apart.
+        self.scale = 1
         self._ingest = ingest
         self._iceberg = iceberg
         self._wake = threading.Condition()
@@ -168,8 +175,8 @@ class Committer:
     def _due(self) -> bool:
         return (
             self._flush_requested
-            or self._buffer.rows >= self._ingest.flush_rows
-            or self._buffer.age(time.monotonic()) >= self._ingest.flush_seconds
+            or self._buffer.rows >= self._ingest.flush_rows * self.scale
+            or self._buffer.age(time.monotonic()) >= self._ingest.flush_seconds * self.scale
         )
 
     def _run(self) -> None:
@@ -190,10 +197,10 @@ class Committer:
     def _flush(self) -> None:
         with self.commit_lock:
             work = self._collect()
-            if not any(s.offsets or s.gaps for s in work.streams):
+            if not any(s.offsets or s.gaps or s.ledger_changed for s in work.streams):
                 return
             self._dlq.flush()
-            todo = [s for s in work.streams if s.offsets]
+            todo = [s for s in work.streams if s.offsets or s.ledger_changed]
             if len(todo) == 1:
                 self._commit_stream(work.content, todo[0])
             elif todo:
@@ -209,7 +216,7 @@ class Committer:
         rows = content.table(writer.name)
         rows = market_arrow_schema(s.stream).empty_table() if rows is None else prepare_rows(s.stream, rows)
         try:
-            result = writer.commit(rows, s.offsets, s.expected)
+            result = writer.commit(rows, s.offsets, s.expected, s.deferred)
         except CommitConflict:
             raise
         except Exception as e:
@@ -217,7 +224,7 @@ class Committer:
             if bad is None:  # not the rows' fault: the catalog or storage; ingest stops
                 raise
             rows = self._set_aside_rows(s, rows, bad, e)
-            result = writer.commit(rows, s.offsets, s.expected)
+            result = writer.commit(rows, s.offsets, s.expected, s.deferred)
         with self._stats_lock:
             self.rows_committed[writer.name] = self.rows_committed.get(writer.name, 0) + rows.num_rows
             if rows.num_rows:

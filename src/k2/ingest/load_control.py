@@ -24,15 +24,17 @@ before anything is shed: the live buffer is most of what an ingest process can g
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import psutil
 import pyarrow as pa
 
-from k2.config import DegradationSettings
+from k2.config import DegradationSettings, Settings
 from k2.degradation import DegradationManager, DegradationStatus, Level, Signals, Transition
 from k2.logs import get_logger
+from k2.shedding import LoadShedder, load_tiers
 
-__all__ = ["LoadControl"]
+__all__ = ["LoadControl", "open_shedder"]
 
 _RSS_EVERY_S = 0.25
 
@@ -121,3 +123,21 @@ class LoadControl:
         """Backfill runs at SOFT or better while live lag is below SOFT's recovery bound."""
         s = self._settings
         return self.level <= Level.SOFT and lag < s.lag_thresholds[0] * s.lag_recovery_factor
+
+
+def open_shedder(settings: Settings, log: Any) -> LoadShedder | None:
+    """The load shedder of the configured tiers; None when shedding or degradation is off.
+
+    Tier files that do not exist (k2 run outside its checkout with the default path) leave
+    every symbol tier 3, with a warning: shedding still works, by stream and tier 3 alone.
+
+    Raises:
+        ConfigError: a tier file exists but is malformed.
+    """
+    if not (settings.shedding.enabled and settings.degradation.enabled):
+        return None
+    paths = [p for p in settings.shedding.tier_files if p.exists()]
+    missing = [str(p) for p in settings.shedding.tier_files if not p.exists()]
+    if missing:
+        log.warning("tier_files_missing", paths=missing, effect="their symbols are tier 3")
+    return LoadShedder(load_tiers(paths))

@@ -19,6 +19,11 @@ class IngestReport:
     rejected: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     unplaceable: int = 0
+    shed: int = 0  # deferred by load shedding or a backlog jump (backfilled later, never lost)
+    backfilled: int = 0  # rows landed by the backfill of deferred ranges
+    deferred_lost: int = 0  # deferred messages Kafka's retention deleted before the backfill
+    max_level: int = 0  # highest degradation level reached (k2.degradation.Level)
+    level_changes: int = 0
     commits: int = 0
     seconds: float = 0.0
     peak_rss_bytes: int = 0
@@ -44,6 +49,11 @@ class IngestReport:
             out.consumed += r.consumed
             out.duplicates += r.duplicates
             out.unplaceable += r.unplaceable
+            out.shed += r.shed
+            out.backfilled += r.backfilled
+            out.deferred_lost += r.deferred_lost
+            out.max_level = max(out.max_level, r.max_level)
+            out.level_changes += r.level_changes
             out.commits += r.commits
             out.peak_rss_bytes += r.peak_rss_bytes
             out.seconds = max(out.seconds, r.seconds)

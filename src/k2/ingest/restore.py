@@ -50,7 +50,7 @@ def load_gap_records(gaps_table: Table, table_name: str) -> dict[tuple[str, str,
                 first_seq=r["first_seq"],
                 last_seq=r["last_seq"],
                 detected_at=_us(r["detected_at"]) or 0,
-                status=r["status"],
+                status="open" if r["status"] == "deferred" else r["status"],
                 filled_at=_us(r["filled_at"]),
             )
         )
