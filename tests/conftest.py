@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from k2.broker import LocalBroker, delete_topics, ensure_k2_topics
-from k2.config import BrokerSettings, IcebergSettings, KafkaSettings, Settings, TopicNames
+from k2.config import BrokerSettings, IcebergSettings, IngestSettings, KafkaSettings, Settings, TopicNames
 from k2.errors import BrokerError
 
 BROKER_PORT = 19092
@@ -73,6 +73,7 @@ def k2_settings(broker: LocalBroker, tmp_path: Path) -> Iterator[Settings]:
         ),
         broker=broker.settings,
         iceberg=IcebergSettings(type="sql", warehouse=str(warehouse)),
+        ingest=IngestSettings(status_dir=tmp_path / "status"),
     )
     ensure_k2_topics(broker.bootstrap, topics, PARTITIONS)
     yield settings

@@ -141,6 +141,10 @@ class IngestSettings(_Section):
     # Ingest processes on this host, in one consumer group (``k2 ingest --processes``). One
     # Python process is bounded by one core for consume + decode; Kafka splits the partitions.
     processes: int = Field(default=1, ge=1, le=64)
+    # Each process rewrites its status here about every second (``k2 status`` reads them).
+    status_dir: Path = Path(".k2/status")
+    # Benchmarks and tests only: every commit waits this long first (slow storage, simulated).
+    debug_commit_delay_s: float = Field(default=0.0, ge=0.0)
 
 
 def _strictly_increasing(name: str, values: list[int] | list[float]) -> None:

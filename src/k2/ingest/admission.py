@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from k2.degradation import Level
-from k2.shedding import LoadShedder, shed_classes
+from k2.shedding import LOW, REFERENCE_STREAM, TIER_CLASSES, LoadShedder, shed_classes
 
 __all__ = ["Admission", "DeferredSpan", "admit", "needs_keys"]
 
@@ -41,13 +41,14 @@ class Admission:
     keep: npt.NDArray[np.bool_] | None  # None: keep every message (nothing shed)
     deferred: list[DeferredSpan]
     classes: frozenset[str]  # what was shed; the ledger stores it with each span
+    shed_by_class: dict[str, int]  # messages shed, per class (for the report and metrics)
 
     @property
     def sheds(self) -> bool:
         return self.keep is not None
 
 
-_KEEP_ALL = Admission(None, [], frozenset())
+_KEEP_ALL = Admission(None, [], frozenset(), {})
 
 
 def admit(
@@ -74,7 +75,29 @@ def admit(
         if count:
             offs = offsets[mine]
             spans.append(DeferredSpan(int(p), int(offs[0]), int(offs[-1]), count))
-    return Admission(~shed, spans, shed_classes(level))
+    return Admission(
+        ~shed, spans, shed_classes(level), _by_class(shedder, stream, keys, shed, shed_classes(level))
+    )
+
+
+def _by_class(
+    shedder: LoadShedder,
+    stream: str,
+    keys: Sequence[bytes | None],
+    shed: npt.NDArray[np.bool_],
+    classes: frozenset[str],
+) -> dict[str, int]:
+    """Shed messages per class; a per-key lookup (in C, via map) only when two tiers are shed."""
+    n = int(np.count_nonzero(shed))
+    if stream == REFERENCE_STREAM:
+        return {LOW: n}
+    tiers = sorted(c for c in classes if c != LOW)
+    if len(tiers) == 1:
+        return {tiers[0]: n}
+    shed_keys = [keys[i] for i in np.flatnonzero(shed).tolist()]
+    codes = np.fromiter(map(shedder.tier_of, shed_keys), np.int8, len(shed_keys))
+    counts = np.bincount(codes, minlength=4)
+    return {TIER_CLASSES[t]: int(counts[t]) for t in (1, 2, 3) if counts[t]}
 
 
 def needs_keys(shedder: LoadShedder | None, level: Level) -> bool:

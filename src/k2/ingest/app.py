@@ -38,7 +38,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_CREATE_TIME,
+    Consumer,
+    KafkaError,
+    Message,
+    TopicPartition,
+)
 
 from k2.config import Settings
 from k2.deferred_ledger import DeferredLedger
@@ -52,9 +59,10 @@ from k2.ingest.fetcher import Fetcher
 from k2.ingest.load_control import LoadControl, open_shedder
 from k2.ingest.parts import IngestParts, open_parts, stream_of_topic
 from k2.ingest.process import freeze_startup_heap, peak_rss_bytes
-from k2.ingest.report import IngestReport
+from k2.ingest.report import FRESHNESS_SAMPLES, IngestReport
 from k2.ingest.restore import restore_partitions
 from k2.ingest.sequencing import PartitionSequencing, apply_sequencing
+from k2.ingest.status import IngestStatus, write_status
 from k2.ingest.warmup import warm_up
 from k2.lake import TABLE_FOR_STREAM, read_offsets
 from k2.lake.tables import GAPS_TABLE
@@ -160,7 +168,7 @@ class IngestApp:
         fetcher.start()
         self._committer.start()
         last_data = time.monotonic()
-        last_log = last_data
+        last_log = last_status = last_data
         try:
             while not self._stop.is_set():
                 if self._committer.error is not None:
@@ -200,6 +208,9 @@ class IngestApp:
                 if max_seconds is not None and now - started >= max_seconds:
                     self.report.exit_reason = "max_seconds"
                     break
+                if now - last_status >= 1:
+                    last_status = now
+                    self._write_status()
                 if now - last_log >= 5:
                     last_log = now
                     self._log_progress()
@@ -298,6 +309,7 @@ class IngestApp:
                 msgs = [msgs[i] for i in keep.tolist()]
                 partitions, offsets = partitions[keep], offsets[keep]
                 self.report.shed += n - len(msgs)
+                _add_counts(self.report.shed_by_class, admission.shed_by_class)
         values = list(map(Message.value, msgs))
         if None in values:  # a tombstone: judged as an empty message
             values = [v or b"" for v in values]
@@ -341,9 +353,26 @@ class IngestApp:
                 self._ledger.remove(topic, backfill.partition, backfill.first, backfill.read_to, landed=n)
                 self._ledger_changed.add((topic, backfill.partition))
                 self.report.backfilled += outcome.rows.num_rows
+        if backfill is None and msgs:
+            self._sample_freshness(stream, msgs)
         self.report.duplicates += outcome.duplicates
         if outcome.unplaceable.num_rows:
             self.report.unplaceable += self._letters.unplaceable(topic, msgs, outcome.unplaceable)
+
+    def _sample_freshness(self, stream: str, msgs: list[Message]) -> None:
+        """Kafka create time -> in the live buffer, for up to 32 messages spread over the batch.
+
+        Sampled, so the hot path pays per batch, not per message (about 10 us a batch).
+        """
+        now_ms = time.time() * 1000
+        step = max(1, len(msgs) // 32)
+        samples = self.report.freshness
+        for m in msgs[::step]:
+            kind, ts_ms = m.timestamp()
+            if kind == TIMESTAMP_CREATE_TIME and ts_ms > 0:
+                samples.append((now_ms / 1000, self._class_of(stream, m.key()), (now_ms - ts_ms) / 1000))
+        if len(samples) > FRESHNESS_SAMPLES:
+            del samples[: len(samples) - FRESHNESS_SAMPLES]
 
     def _set_aside(self, topic: str, rows: pa.Table, error: BaseException) -> None:
         self._count_rejected(topic, self._letters.unwritable(topic, rows, error))
@@ -386,8 +415,11 @@ class IngestApp:
         """Feed the degradation level and act on it; then backfill if the load allows."""
         lag = self._lag()
         if self._control.observe(lag, self.buffer.nbytes, now) is not None:
+            level = int(self._control.level)
             self.report.level_changes += 1
-            self.report.max_level = max(self.report.max_level, int(self._control.level))
+            self.report.max_level = max(self.report.max_level, level)
+            self.report.level_timeline.append((time.time(), level))
+            del self.report.level_timeline[:-256]
         self._committer.scale = self._control.commit_scale()
         if self._control.memory_pressure() and self.buffer.rows and now - self._flush_asked_at > 1.0:
             self._flush_asked_at = now  # commit what is buffered before anything is shed
@@ -447,8 +479,15 @@ class IngestApp:
             return
         stream = self._stream_of[topic]
         assert self._shedder is not None or "tier1" in r.classes
-        wanted = [m for m in chunk.messages if self._class_of(stream, m.key()) in r.classes]
+        wanted: list[Message] = []
+        by_class: dict[str, int] = {}
+        for m in chunk.messages:
+            c = self._class_of(stream, m.key())
+            if c in r.classes:
+                wanted.append(m)
+                by_class[c] = by_class.get(c, 0) + 1
         self._process_topic(topic, wanted, generation, backfill=chunk)
+        _add_counts(self.report.backfilled_by_class, by_class)
         self._log.info(
             "backfilled",
             topic=topic,
@@ -643,6 +682,37 @@ class IngestApp:
             "revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions], dropped_rows=dropped
         )
 
+    def _write_status(self) -> None:
+        st = self._control.status()
+        with self._lock:
+            owned = set(self._parts)
+            mine = self._ledger.restrict(owned)
+        pending, oldest = mine.pending()
+        status = IngestStatus(
+            writer=self.writer_id,
+            pid=os.getpid(),
+            updated_at=time.time(),
+            level=int(st.level),
+            level_name=st.level.name,
+            level_since=st.since,
+            lag=self._lag(),
+            memory=round(self._control.memory, 4),
+            memory_budget_bytes=self._control.budget_bytes,
+            buffer_rows=self.buffer.rows,
+            buffer_bytes=self.buffer.nbytes,
+            paused=self._paused,
+            pending_backfill=pending,
+            oldest_pending_since=oldest,
+            shed=self.report.shed,
+            backfilled=self.report.backfilled,
+            deferred_lost=self.report.deferred_lost,
+            partitions=sorted(f"{t}[{p}]" for t, p in owned),
+        )
+        try:
+            write_status(self._s.ingest.status_dir, status)
+        except OSError as e:  # status is for operators; ingest goes on without it
+            self._log.warning("status_write_failed", error=str(e), path=str(self._s.ingest.status_dir))
+
     def _log_progress(self) -> None:
         self._log.info(
             "progress",
@@ -662,6 +732,11 @@ def _query_high_watermarks(
         (topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
         for topic, p in partitions
     }
+
+
+def _add_counts(into: dict[str, int], counts: dict[str, int]) -> None:
+    for k, n in counts.items():
+        into[k] = into.get(k, 0) + n
 
 
 def _last_offsets(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]:

@@ -200,6 +200,8 @@ class Committer:
             if not any(s.offsets or s.gaps or s.ledger_changed for s in work.streams):
                 return
             self._dlq.flush()
+            if self._ingest.debug_commit_delay_s:  # slow storage, simulated (benchmarks, tests)
+                time.sleep(self._ingest.debug_commit_delay_s)
             todo = [s for s in work.streams if s.offsets or s.ledger_changed]
             if len(todo) == 1:
                 self._commit_stream(work.content, todo[0])

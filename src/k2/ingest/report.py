@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["IngestReport"]
+__all__ = ["FRESHNESS_SAMPLES", "IngestReport"]
+
+FRESHNESS_SAMPLES = 50_000
 
 
 @dataclass(slots=True)
@@ -24,6 +26,13 @@ class IngestReport:
     deferred_lost: int = 0  # deferred messages Kafka's retention deleted before the backfill
     max_level: int = 0  # highest degradation level reached (k2.degradation.Level)
     level_changes: int = 0
+    shed_by_class: dict[str, int] = field(default_factory=dict)  # low, tier1, tier2, tier3
+    backfilled_by_class: dict[str, int] = field(default_factory=dict)
+    # (wall clock s, level) at each transition, for timelines; bounded like the manager's history.
+    level_timeline: list[tuple[float, int]] = field(default_factory=list)
+    # Sampled freshness of live messages: (wall clock s, class, seconds from Kafka create time
+    # to the row in the live buffer); at most FRESHNESS_SAMPLES, the newest kept.
+    freshness: list[tuple[float, str, float]] = field(default_factory=list)
     commits: int = 0
     seconds: float = 0.0
     peak_rss_bytes: int = 0
@@ -54,6 +63,12 @@ class IngestReport:
             out.deferred_lost += r.deferred_lost
             out.max_level = max(out.max_level, r.max_level)
             out.level_changes += r.level_changes
+            for c, n in r.shed_by_class.items():
+                out.shed_by_class[c] = out.shed_by_class.get(c, 0) + n
+            for c, n in r.backfilled_by_class.items():
+                out.backfilled_by_class[c] = out.backfilled_by_class.get(c, 0) + n
+            out.level_timeline += [tuple(x) for x in r.level_timeline]  # type: ignore[misc]
+            out.freshness += [tuple(x) for x in r.freshness]  # type: ignore[misc]
             out.commits += r.commits
             out.peak_rss_bytes += r.peak_rss_bytes
             out.seconds = max(out.seconds, r.seconds)
