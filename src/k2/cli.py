@@ -22,6 +22,8 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(feed_app, name="feed")
 feed_app.add_typer(replay_app, name="replay")
 app.add_typer(bench_app, name="bench")
+tiers_app = typer.Typer(no_args_is_help=True, help="Symbol tiers for load shedding.")
+app.add_typer(tiers_app, name="tiers")
 
 console = Console(stderr=True)
 ConfigOption = Annotated[
@@ -254,6 +256,37 @@ def ingest(
     )
 
 
+@app.command()
+def backfill(
+    exit_when_idle: Annotated[
+        float, typer.Option(help="Exit after S seconds with nothing left to backfill or commit.")
+    ] = 5.0,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the run's counts and timings as JSON here.")
+    ] = None,
+) -> None:
+    """Land every deferred (shed) message now, whatever the load, then exit.
+
+    Joins the ingest consumer group like any ingest process, so it backfills the partitions it is
+    given (all of them when no other ingest runs) and ingests live data meanwhile.
+    """
+    from k2.ingest import IngestApp
+
+    settings = _settings()
+    try:
+        app_ = IngestApp(settings, backfill_now=True)
+        app_.install_signal_handlers()
+        result = app_.run(exit_when_idle=exit_when_idle)
+    except K2Error as e:
+        _fail(str(e), 3)
+    if report is not None:
+        report.write_text(result.to_json() + "\n")
+    console.print(
+        f"backfill {result.exit_reason}: backfilled {result.backfilled:,} "
+        f"{dict(sorted(result.backfilled_by_class.items()))}, lost {result.deferred_lost:,}"
+    )
+
+
 # -- benchmarks ---------------------------------------------------------------------------------
 
 
@@ -310,6 +343,70 @@ def tables() -> None:
             "offsets": stored.by_topic,
         }
     typer.echo(json.dumps(out, indent=2))
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Each ingest process's level, lag, memory, buffer and pending backfill, and the pending
+    backfill recorded in Iceberg. Exits 3 when no process wrote its status in the last 5 s."""
+    import time
+
+    from k2.ingest.status import read_statuses
+    from k2.lake import open_catalog
+    from k2.status_report import build_report, pid_exists, read_ledgers
+
+    settings = _settings()
+    ledgers, lake_error = {}, None
+    try:
+        ledgers = read_ledgers(open_catalog(settings.iceberg), settings.iceberg.namespace)
+    except Exception as e:  # the processes' side is still worth showing when the lake is unreadable
+        lake_error = f"{type(e).__name__}: {e}"
+        console.print(f"[yellow]warning:[/] cannot read the deferred ledgers: {lake_error}")
+    statuses = read_statuses(settings.ingest.status_dir)
+    report = build_report(statuses, ledgers, now=time.time(), pid_alive=pid_exists, lake_error=lake_error)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        Console().print(report.rich())
+    if not report.alive:
+        raise typer.Exit(3)
+
+
+@tiers_app.command("suggest")
+def tiers_suggest(
+    sessions: Annotated[int, typer.Option(min=1, help="Newest sessions per exchange to rank over.")] = 5,
+    tier1: Annotated[int, typer.Option(min=0, help="Tier-1 symbols per exchange.")] = 20,
+    tier2: Annotated[int, typer.Option(min=0, help="Tier-2 symbols per exchange.")] = 80,
+    exchange: Annotated[str | None, typer.Option(help="Only this exchange (e.g. ASX).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the tier file here (default: stdout).")] = None,
+) -> None:
+    """Tiers by traded notional (price x qty) over the last sessions, as a tier file to review."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from k2.lake import TABLE_FOR_STREAM, open_catalog
+    from k2.tier_suggestion import suggest_tiers
+
+    settings = _settings()
+    ident = (settings.iceberg.namespace, TABLE_FOR_STREAM["trades"])
+    try:
+        table = open_catalog(settings.iceberg).load_table(ident)
+    except NoSuchTableError:
+        _fail(f"no table {'.'.join(ident)}: nothing ingested yet")
+    suggestion = suggest_tiers(table, sessions=sessions, tier1=tier1, tier2=tier2, exchange=exchange)
+    if not suggestion.exchanges:
+        _fail(f"no trades{f' of exchange {exchange}' if exchange else ''} in {'.'.join(ident)}")
+    if out is None:
+        typer.echo(suggestion.to_toml(), nl=False)
+    else:
+        out.write_text(suggestion.to_toml())
+    for ex in suggestion.exchanges:
+        console.print(
+            f"{ex.exchange}: {len(ex.ranked):,} symbols over sessions {ex.sessions[0]}..{ex.sessions[-1]} "
+            f"({len(ex.sessions)}): tier 1 {len(ex.tier1)}, tier 2 {len(ex.tier2)}"
+            + (f"; wrote {out}" if out is not None else "")
+        )
 
 
 @app.command("schema")

@@ -134,3 +134,69 @@ def test_a_deferred_range_deleted_by_retention_is_reported_lost(k2_settings: Set
     assert _ledger_empty(settings)
     assert gap_ranges(settings, "open") == set()
     assert gap_ranges(settings, "deferred") == set()
+
+
+def test_a_tiny_memory_budget_reaches_circuit_break_and_pauses_instead_of_growing(
+    k2_settings: Settings,
+) -> None:
+    """In this process (so RSS is measured where it grows): commits slowed to 3 s, a budget a
+    little above today's RSS. The level must reach CIRCUIT_BREAK and consumption pause, RSS stay
+    near the budget, and a backfill afterwards must still land exactly the input."""
+    import threading
+
+    import psutil
+
+    me = psutil.Process()
+    baseline = me.memory_info().rss
+    budget = int(baseline / 0.75)
+    settings = _settings(k2_settings, defer_backlog=False, debug_commit_delay_s=3.0)
+    settings = settings.model_copy(
+        update={
+            "degradation": settings.degradation.model_copy(
+                update={"memory_budget_bytes": budget, "lag_thresholds": [10**7, 10**8, 10**9, 10**10]}
+            )
+        }
+    )
+    feed = _backlog(settings, messages=300_000, seed=9)
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], me.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = IngestApp(settings).run(max_seconds=40)
+    finally:
+        done.set()
+        sampler.join()
+    assert result.max_level == 4, f"memory should have driven CIRCUIT_BREAK (peak {peak[0] / budget:.2f})"
+    assert result.memory_pauses > 0
+    assert peak[0] <= budget * 1.05, (
+        f"RSS {peak[0] / 2**20:.0f} MiB grew past the budget {budget / 2**20:.0f} MiB"
+    )
+    # Then let it finish: no budget, backfill whatever was shed.
+    relaxed = settings.model_copy(update={"degradation": DegradationSettings(), "ingest": IngestSettings()})
+    IngestApp(relaxed, backfill_now=True).run(exit_when_idle=3.0, max_seconds=240)
+    _assert_exactly_the_input(relaxed, feed)
+
+
+def test_two_processes_hand_their_ledgers_over_with_their_partitions(
+    k2_settings: Settings, tmp_path: Path
+) -> None:
+    """Two ingest processes shed, a rebalance moves partitions (and their pending ranges) between
+    them, each exits when its part is done and the other takes over: exactly the input lands."""
+    settings = _settings(k2_settings, defer_backlog=False)
+    feed = _backlog(settings, messages=80_000, seed=13)
+    reports = [tmp_path / "a.json", tmp_path / "b.json"]
+    a = start_ingest(settings, tmp_path / "a.log", "--exit-when-idle", "5", "--report", str(reports[0]))
+    time.sleep(4.0)  # a is shedding by now
+    b = start_ingest(settings, tmp_path / "b.log", "--exit-when-idle", "5", "--report", str(reports[1]))
+    assert a.wait(timeout=300) == 0, (tmp_path / "a.log").read_text()[-3000:]
+    assert b.wait(timeout=300) == 0, (tmp_path / "b.log").read_text()[-3000:]
+    done = [IngestReport.from_json(r.read_text()) for r in reports]
+    assert sum(r.shed for r in done) > 0 and sum(r.backfilled for r in done) > 0
+    _assert_exactly_the_input(settings, feed)
+    assert _ledger_empty(settings)

@@ -92,11 +92,17 @@ class IngestApp:
     """One ingest process: wires fetch, decode, sequencing, the live buffer and the committer.
 
     ``parts`` (tables, their writers, the DLQ) are opened by :func:`open_parts` unless given, so
-    a test can hand in its own; nothing here reads the environment.
+    a test can hand in its own; nothing here reads the environment. ``backfill_now``: backfill
+    deferred ranges whenever the loop is idle, whatever the level (``k2 backfill``).
     """
 
     def __init__(
-        self, settings: Settings, writer_id: str | None = None, parts: IngestParts | None = None
+        self,
+        settings: Settings,
+        writer_id: str | None = None,
+        parts: IngestParts | None = None,
+        *,
+        backfill_now: bool = False,
     ) -> None:
         self._s = settings
         self.writer_id = (
@@ -142,6 +148,7 @@ class IngestApp:
         self._backfill = BackfillReader(settings.kafka.bootstrap_servers, settings.kafka.client_properties)
         self._high: dict[tuple[str, int], int] = {}  # latest high watermarks seen by the fetch thread
         self._flush_asked_at = 0.0
+        self._backfill_now = backfill_now  # ``k2 backfill``: whatever the load
         self._advisory: list[TopicPartition] = []
         self._paused = False
         self._memory_paused = False
@@ -391,11 +398,14 @@ class IngestApp:
         limit = self._s.ingest.max_buffered_rows
         rows = self.buffer.rows
         full = rows >= limit if not self._paused else rows >= limit // 2
-        self._memory_paused = self._control.must_pause(self._memory_paused)
+        # Pausing for memory only helps while the buffer holds rows a commit will give back;
+        # with nothing buffered the memory is not ingest's to free, and a pause would never end.
+        self._memory_paused = self._control.must_pause(self._memory_paused) and rows > 0
         want = full or self._memory_paused
         if want and not self._paused:
             self._fetcher.call(lambda c: c.pause(c.assignment()))
             self._paused = True
+            self.report.memory_pauses += self._memory_paused
             self._committer.request_flush()
             self._log.info("paused", buffered_rows=rows, memory=round(self._control.memory, 3))
         elif self._paused and not want:
@@ -421,12 +431,15 @@ class IngestApp:
             self.report.level_timeline.append((time.time(), level))
             del self.report.level_timeline[:-256]
         self._committer.scale = self._control.commit_scale()
-        if self._control.memory_pressure() and self.buffer.rows and now - self._flush_asked_at > 1.0:
-            self._flush_asked_at = now  # commit what is buffered before anything is shed
-            self._committer.request_flush()
+        if self._control.memory_pressure() and now - self._flush_asked_at > 1.0:
+            self._flush_asked_at = now
+            if self.buffer.rows:  # commit what is buffered before anything is shed
+                self._committer.request_flush()
+            else:  # and hand what Arrow's allocator holds back to the system
+                pa.default_memory_pool().release_unused()
         if self._control.defers_backlog(lag) and self._fetcher is not None:
             self._fetcher.call(self._defer_backlog)
-        elif idle and self._ledger.partitions() and self._control.may_backfill(lag):
+        elif idle and self._ledger.partitions() and (self._backfill_now or self._control.may_backfill(lag)):
             self._backfill_step()
 
     def _defer_backlog(self, consumer: Consumer) -> None:

@@ -26,6 +26,7 @@ class IngestReport:
     deferred_lost: int = 0  # deferred messages Kafka's retention deleted before the backfill
     max_level: int = 0  # highest degradation level reached (k2.degradation.Level)
     level_changes: int = 0
+    memory_pauses: int = 0  # consumption paused because memory passed the CIRCUIT_BREAK bound
     shed_by_class: dict[str, int] = field(default_factory=dict)  # low, tier1, tier2, tier3
     backfilled_by_class: dict[str, int] = field(default_factory=dict)
     # (wall clock s, level) at each transition, for timelines; bounded like the manager's history.
@@ -63,6 +64,7 @@ class IngestReport:
             out.deferred_lost += r.deferred_lost
             out.max_level = max(out.max_level, r.max_level)
             out.level_changes += r.level_changes
+            out.memory_pauses += r.memory_pauses
             for c, n in r.shed_by_class.items():
                 out.shed_by_class[c] = out.shed_by_class.get(c, 0) + n
             for c, n in r.backfilled_by_class.items():

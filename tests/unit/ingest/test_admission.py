@@ -51,3 +51,13 @@ def test_circuit_break_keeps_only_tier1_and_reference_data_is_low_priority() -> 
 def test_without_a_shedder_everything_is_admitted() -> None:
     keys, parts, offs = _batch([b"XYZ"], [0], [1])
     assert admit(None, Level.CIRCUIT_BREAK, "trades", keys, parts, offs).keep is None
+
+
+def test_shed_messages_are_counted_per_class() -> None:
+    keys, parts, offs = _batch([b"BHP", b"CBA", b"XYZ", b"QQQ"], [0, 0, 0, 0], [1, 2, 3, 4])
+    cb = admit(SHEDDER, Level.CIRCUIT_BREAK, "trades", keys, parts, offs)
+    assert cb.shed_by_class == {"tier2": 1, "tier3": 2}
+    aggressive = admit(SHEDDER, Level.AGGRESSIVE, "quotes", keys, parts, offs)
+    assert aggressive.shed_by_class == {"tier3": 2}
+    ref = admit(SHEDDER, Level.GRACEFUL, "reference", keys, parts, offs)
+    assert ref.shed_by_class == {"low": 4}

@@ -4,8 +4,7 @@ Parquet or Iceberg cannot take (decoding refuses them now, so they are built pas
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
-from pathlib import Path
+from collections.abc import Collection
 
 import msgspec
 import pyarrow as pa
@@ -15,7 +14,7 @@ from pyiceberg.table import Table
 
 from k2.config import IcebergSettings, IngestSettings
 from k2.ingest.committer import Committer, FlushWork, StreamWork
-from k2.lake import TableWriter, ensure_tables, open_catalog, read_offsets
+from k2.lake import TableWriter, ensure_tables, read_offsets
 from k2.lake.probe import unwritable_rows
 from k2.lake.tables import GAPS_TABLE, market_arrow_schema
 from k2.live_buffer import LiveBuffer
@@ -28,18 +27,6 @@ RULES = ValidationRules(
     max_message_bytes=16_384,
     future_tolerance_us=300_000_000,
 )
-
-
-@pytest.fixture
-def cfg(tmp_path: Path) -> IcebergSettings:
-    return IcebergSettings(warehouse=str(tmp_path / "wh"))
-
-
-@pytest.fixture
-def catalog(cfg: IcebergSettings) -> Iterator[Catalog]:
-    cat = open_catalog(cfg)
-    yield cat
-    cat.engine.dispose()  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ a restart would read back (``read_offsets``) as well as the rows the table holds
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import msgspec
 import pyarrow as pa
@@ -35,18 +33,6 @@ RULES = ValidationRules(
 )
 TOPIC = "trades"
 LATER = datetime.now(UTC) + timedelta(days=1)  # every snapshot made by a test is "old" at this time
-
-
-@pytest.fixture
-def cfg(tmp_path: Path) -> IcebergSettings:
-    return IcebergSettings(warehouse=str(tmp_path / "wh"))
-
-
-@pytest.fixture
-def catalog(cfg: IcebergSettings) -> Iterator[Catalog]:
-    cat = open_catalog(cfg)
-    yield cat
-    cat.engine.dispose()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
