@@ -323,6 +323,47 @@ def bench_ingest(
     console.print(f"results written to {out}")
 
 
+@bench_app.command("degrade")
+def bench_degrade(
+    out: Annotated[Path, typer.Option(help="Where to write the results (JSON).")] = Path(
+        "bench-results/degrade.json"
+    ),
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Runs of every scenario; the summary gives medians and ranges.")
+    ] = 1,
+    backlog: Annotated[
+        int, typer.Option(min=0, help="Catch-up: messages on Kafka before ingest starts.")
+    ] = 3_000_000,
+    catchup_s: Annotated[
+        float, typer.Option(help="Catch-up: seconds of live feed once ingest starts.")
+    ] = 90.0,
+    slow_s: Annotated[float, typer.Option(help="Slow storage: seconds of live feed.")] = 60.0,
+    sustainable_rate: Annotated[
+        float | None, typer.Option(help="Ingest's sustainable msg/s (default: measured in the run).")
+    ] = None,
+    commit_delay_s: Annotated[float, typer.Option(help="Slow storage: sleep before every commit.")] = 2.5,
+    memory_budget_mb: Annotated[int, typer.Option(help="Slow storage: degradation memory budget.")] = 600,
+    cpu_messages: Annotated[int, typer.Option(help="Messages drained kept, shed and bare.")] = 1_000_000,
+) -> None:
+    """Overload: catch-up after a backlog and slow storage, degradation on vs off; shed vs kept CPU."""
+    from k2.bench.degrade import run_degrade_bench
+
+    run_degrade_bench(
+        _settings(),
+        out,
+        repeat=repeat,
+        backlog=backlog,
+        catchup_s=catchup_s,
+        slow_s=slow_s,
+        sustainable_rate=sustainable_rate,
+        commit_delay_s=commit_delay_s,
+        memory_budget_bytes=memory_budget_mb * 2**20,
+        cpu_messages=cpu_messages,
+        console=console,
+    )
+    console.print(f"results written to {out}")
+
+
 # -- inspection ---------------------------------------------------------------------------------
 
 
@@ -361,9 +402,8 @@ def status(
     ledgers, lake_error = {}, None
     try:
         ledgers = read_ledgers(open_catalog(settings.iceberg), settings.iceberg.namespace)
-    except Exception as e:  # the processes' side is still worth showing when the lake is unreadable
+    except Exception as e:  # shown in the report: the processes are still worth seeing without the lake
         lake_error = f"{type(e).__name__}: {e}"
-        console.print(f"[yellow]warning:[/] cannot read the deferred ledgers: {lake_error}")
     statuses = read_statuses(settings.ingest.status_dir)
     report = build_report(statuses, ledgers, now=time.time(), pid_alive=pid_exists, lake_error=lake_error)
     if as_json:
@@ -397,16 +437,16 @@ def tiers_suggest(
     suggestion = suggest_tiers(table, sessions=sessions, tier1=tier1, tier2=tier2, exchange=exchange)
     if not suggestion.exchanges:
         _fail(f"no trades{f' of exchange {exchange}' if exchange else ''} in {'.'.join(ident)}")
+    for ex in suggestion.exchanges:
+        console.print(
+            f"{ex.exchange}: {len(ex.ranked):,} symbols, sessions {ex.sessions[0]}..{ex.sessions[-1]} "
+            f"({len(ex.sessions)}): tier 1 {len(ex.tier1)}, tier 2 {len(ex.tier2)}"
+        )
     if out is None:
         typer.echo(suggestion.to_toml(), nl=False)
     else:
         out.write_text(suggestion.to_toml())
-    for ex in suggestion.exchanges:
-        console.print(
-            f"{ex.exchange}: {len(ex.ranked):,} symbols over sessions {ex.sessions[0]}..{ex.sessions[-1]} "
-            f"({len(ex.sessions)}): tier 1 {len(ex.tier1)}, tier 2 {len(ex.tier2)}"
-            + (f"; wrote {out}" if out is not None else "")
-        )
+        console.print(f"wrote {out}")
 
 
 @app.command("schema")

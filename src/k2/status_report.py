@@ -23,8 +23,10 @@ from typing import Any, Literal
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
+from rich import box
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from k2.deferred_ledger import DeferredLedger
 from k2.ingest.status import IngestStatus
@@ -138,50 +140,50 @@ class StatusReport:
         }
 
     def rich(self) -> Group:
-        """Processes, then pending backfill per table."""
-        return Group(self._process_table(), self._ledger_table())
+        """Processes, then pending backfill per table; compact enough for a 120-column terminal."""
+        return Group(self._process_table(), Text(""), self._ledger_table())
 
-    def _process_table(self) -> Table:
-        t = Table(title=f"ingest processes ({self.alive} alive)", title_justify="left")
-        for col in ("writer", "pid", "state", "updated", "level"):
-            t.add_column(col)
-        for col in ("lag", "memory", "buffer", "paused", "pending backfill", "shed", "backfilled", "lost"):
-            t.add_column(col, justify="right")
+    def _process_table(self) -> Table | Text:
         if not self.processes:
-            t.add_row("(no status files)", *[""] * 12)
+            return Text("ingest processes: none (no status files)", style="bold")
+        # Two lines a row keep nine facts per process within about 100 columns.
+        t = Table(title=f"ingest processes ({self.alive} alive)", title_justify="left", box=box.SIMPLE_HEAD)
+        for col in ("writer\npid", "state\n(updated)", "level\nlag"):
+            t.add_column(col)
+        t.add_column("memory\nbuffer", justify="right", no_wrap=True)
+        for col in ("pending backfill\n(oldest)", "shed\nbackfilled, lost"):
+            t.add_column(col, justify="right")
         for p in self.processes:
-            state = {"alive": "[green]alive[/]", "stalled": "[yellow]stalled[/]", "exited": "[red]exited[/]"}
+            lost = f"[red]{p.deferred_lost:,} lost[/]" if p.deferred_lost else "0 lost"
             t.add_row(
-                p.writer,
-                str(p.pid),
-                state[p.state],
-                f"{_age(p.updated_age_s)} ago",
-                _level(p.level),
-                f"{p.lag:,}",
-                f"{p.memory:.0%} of {_bytes(p.memory_budget_bytes)}",
+                f"{p.writer}\n{p.pid}",
+                f"{_STATE_STYLE[p.state]}\n({_age(p.updated_age_s)})"
+                + (" [yellow]paused[/]" if p.paused else ""),
+                f"{_level(p.level)}\n{p.lag:,}",
+                f"{p.memory:.0%} of {_bytes(p.memory_budget_bytes)}\n"
                 f"{p.buffer_rows:,} rows, {_bytes(p.buffer_bytes)}",
-                "yes" if p.paused else "no",
-                _pending(p.pending_backfill, p.oldest_pending_age_s),
-                f"{p.shed:,}",
-                f"{p.backfilled:,}",
-                f"[red]{p.deferred_lost:,}[/]" if p.deferred_lost else "0",
+                f"{p.pending_backfill:,}\n"
+                + (f"({_age(p.oldest_pending_age_s)})" if p.oldest_pending_age_s is not None else ""),
+                f"{p.shed:,}\n{p.backfilled:,}, {lost}",
             )
         return t
 
-    def _ledger_table(self) -> Table:
-        t = Table(title="pending backfill in Iceberg (deferred ledger)", title_justify="left")
-        t.add_column("table")
-        for col in ("messages", "oldest", "partitions", "ranges"):
-            t.add_column(col, justify="right")
-        t.add_column("classes")
+    def _ledger_table(self) -> Table | Text:
         if self.lake_error is not None:
-            t.add_row("[red]unreadable[/]", "", "", "", "", self.lake_error)
+            return Text(f"pending backfill in Iceberg: unreadable ({self.lake_error})", style="bold red")
+        t = Table(
+            title="pending backfill in Iceberg (deferred ledger)", title_justify="left", box=box.SIMPLE_HEAD
+        )
+        t.add_column("table", no_wrap=True)
+        for col in ("messages", "oldest", "partitions", "ranges"):
+            t.add_column(col, justify="right", no_wrap=True)
+        t.add_column("classes")
         for s in self.ledgers:
             t.add_row(
                 s.table,
                 f"{s.messages:,}",
                 _age(s.oldest_pending_age_s) if s.oldest_pending_age_s is not None else "-",
-                ", ".join(f"{p.topic}[{p.partition}]" for p in s.partitions) or "-",
+                f"{len(s.partitions):,}",
                 f"{s.ranges:,}",
                 ", ".join(s.classes) or "-",
             )
@@ -305,17 +307,18 @@ def _bytes(n: int) -> str:
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+            return f"{value:.1f} {unit}" if unit != "B" and value < 10 else f"{value:.0f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+_STATE_STYLE: dict[State, str] = {
+    "alive": "[green]alive[/]",
+    "stalled": "[yellow]stalled[/]",
+    "exited": "[red]exited[/]",
+}
 
 
 def _level(name: str) -> str:
     colour = {"NORMAL": "green", "SOFT": "cyan", "GRACEFUL": "yellow"}.get(name, "red")
     return f"[{colour}]{name}[/]"
-
-
-def _pending(messages: int, age_s: float | None) -> str:
-    if not messages and age_s is None:
-        return "0"
-    return f"{messages:,}" + (f", oldest {_age(age_s)}" if age_s is not None else "")

@@ -223,13 +223,10 @@ def _describe(ex: ExchangeTiers) -> list[str]:
         f"({', '.join(map(str, ex.sessions))}).",
     ]
     if 0 < n <= ex.tier1_size:
-        lines.append(
-            f"#   Fewer symbols than tier 1 holds: all {n} are tier 1, so shedding never defers "
-            f"{_printable(ex.exchange)} trades or quotes."
-        )
+        lines.append(f"#   Fewer symbols than tier 1 holds: all {n} traded symbols are tier 1 (never shed).")
     shown = min(n, ex.tier1_size + ex.tier2_size + _TIER3_SHOWN)
     names = [_printable(s.symbol) for s in ex.ranked[:shown]]
-    width = max(map(len, names), default=6)
+    width = max(6, *map(len, names))
     lines.append(f"#   {'rank':>5}  {'symbol':<{width}}  {'notional':>20}  {'trades':>11}  tier")
     for rank, (s, name) in enumerate(zip(ex.ranked, names, strict=False)):
         lines.append(

@@ -257,6 +257,12 @@ class IngestApp:
         )
         conf.setdefault("auto.offset.reset", "earliest")
         conf.setdefault("session.timeout.ms", 15000)
+        # librdkafka's prefetch queue is memory no pause can take back: keep it to a tenth of
+        # the memory budget (256 MiB on a machine of 2.5 GB or more).
+        queue_kb = int(conf.get("queued.max.messages.kbytes", 256 << 10))
+        conf["queued.max.messages.kbytes"] = max(
+            1024, min(queue_kb, self._control.budget_bytes // 10 // 1024)
+        )
         consumer = Consumer(conf)
         consumer.subscribe(
             list(self._stream_of), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
