@@ -72,6 +72,10 @@ def test_a_backlog_sheds_tier3_and_reference_then_backfills_to_exactly_the_input
     assert result.exit_reason == "idle"
     assert result.max_level >= 3, "the backlog should have reached AGGRESSIVE"
     assert result.shed > 0 and result.backfilled == result.shed
+    assert set(result.shed_by_class) <= {"low", "tier3"}, "only reference data and tier 3 are shed"
+    assert result.shed_by_class == result.backfilled_by_class
+    fresh_tier1 = [s for _, c, s in result.freshness if c == "tier1"]
+    assert fresh_tier1, "tier-1 rows kept landing while others were shed"
     assert result.deferred_lost == 0
     _assert_exactly_the_input(settings, feed)
     assert _ledger_empty(settings)
