@@ -330,9 +330,8 @@ class IngestApp:
         decoded = decode_batch(stream, values, partitions, offsets, self._rules, now_us)
         if decoded.rejects:
             self._count_rejected(topic, self._letters.refused(topic, msgs, decoded.rejects))
-        owned_now = (
-            set(last_offset) | set(partitions.tolist()) | ({backfill.partition} if backfill else set())
-        )
+        # The batch's partitions (shedding only removes messages, never a partition's span).
+        owned_now = set(last_offset) if backfill is None else {backfill.partition}
         with self._lock:
             # Still ours, and the same assignment as when fetched: otherwise whoever owns the
             # partition now resumes from the offsets stored in Iceberg and reads these again.
