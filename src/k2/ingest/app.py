@@ -239,7 +239,8 @@ class IngestApp:
             self.report.landed = dict(self._committer.rows_committed)
             self.report.last_committed_at = self._committer.last_rows_committed_at
             self.report.peak_rss_bytes = peak_rss_bytes()
-        self._log.info("ingest_stopped", **self.report.as_dict())
+        summary = {k: v for k, v in self.report.as_dict().items() if k not in ("freshness", "level_timeline")}
+        self._log.info("ingest_stopped", **summary)
         return self.report
 
     def install_signal_handlers(self) -> None:

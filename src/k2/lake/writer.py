@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from k2.deferred_ledger import LEDGER_KEY, DeferredLedger
 from k2.errors import CommitConflict
@@ -40,11 +41,11 @@ class CommitResult:
 class TableWriter:
     """The single writer of one market table for one topic."""
 
-    def __init__(self, table: Table, topic: str, writer_id: str, max_attempts: int = 8) -> None:
+    def __init__(self, table: Table, topic: str, writer_id: str, retry_for_s: float = 60.0) -> None:
         self._table = table
         self._topic = topic
         self._writer_id = writer_id
-        self._max_attempts = max_attempts
+        self._retry_for_s = retry_for_s
 
     @property
     def table(self) -> Table:
@@ -75,39 +76,53 @@ class TableWriter:
         """
         commit_id = uuid.uuid4().hex
         started = time.perf_counter()
-        for attempt in range(1, self._max_attempts + 1):
-            self._table.refresh()
-            stored = read_offsets(self._table)
-            current = stored.for_topic(self._topic)
-            for p, exp in expected.items():
-                if current.get(p) != exp:
-                    raise CommitConflict(self.name, self._topic, p, exp, current.get(p))
-            merged = dict(stored.by_topic)
-            merged[self._topic] = {**current, **offsets}
-            props = {
-                OFFSETS_KEY: encode_offsets(merged),
-                COMMIT_ID_KEY: commit_id,
-                WRITER_ID_KEY: self._writer_id,
-            }
-            ledger = stored.deferred
-            if deferred is not None:
-                ledger = ledger.overlay(deferred, [(self._topic, p) for p in expected])
-            if ledger.partitions():
-                props[LEDGER_KEY] = ledger.encode()
-            try:
-                append_rows(self._table, rows, props)
-            except CommitFailedException:
-                time.sleep(min(0.05 * attempt, 0.5))
-                continue
-            snap = self._table.current_snapshot()
-            return CommitResult(
-                self.name,
-                snap.snapshot_id if snap else None,
-                rows.num_rows,
-                commit_id,
-                time.perf_counter() - started,
-                attempt,
-            )
-        raise CommitFailedException(
-            f"{self.name}: gave up after {self._max_attempts} concurrent-commit retries"
+        # Concurrent writers of one table (several ingest processes) race in the catalog; the
+        # loser re-reads, re-checks continuity and tries again, with jittered backoff so that
+        # N writers committing on the same cadence do not collide again in lockstep.
+        retrying = Retrying(
+            retry=retry_if_exception_type(CommitFailedException),
+            stop=stop_after_delay(self._retry_for_s),
+            wait=wait_random_exponential(multiplier=0.02, max=1.0),
+            reraise=True,
         )
+        for attempt in retrying:
+            with attempt:
+                self._append(rows, offsets, expected, deferred, commit_id)
+        snap = self._table.current_snapshot()
+        return CommitResult(
+            self.name,
+            snap.snapshot_id if snap else None,
+            rows.num_rows,
+            commit_id,
+            time.perf_counter() - started,
+            attempt.retry_state.attempt_number,
+        )
+
+    def _append(
+        self,
+        rows: pa.Table,
+        offsets: dict[int, int],
+        expected: dict[int, int | None],
+        deferred: DeferredLedger | None,
+        commit_id: str,
+    ) -> None:
+        """One attempt: re-read what is stored, check continuity, append with the merged state."""
+        self._table.refresh()
+        stored = read_offsets(self._table)
+        current = stored.for_topic(self._topic)
+        for p, exp in expected.items():
+            if current.get(p) != exp:
+                raise CommitConflict(self.name, self._topic, p, exp, current.get(p))
+        merged = dict(stored.by_topic)
+        merged[self._topic] = {**current, **offsets}
+        props = {
+            OFFSETS_KEY: encode_offsets(merged),
+            COMMIT_ID_KEY: commit_id,
+            WRITER_ID_KEY: self._writer_id,
+        }
+        ledger = stored.deferred
+        if deferred is not None:
+            ledger = ledger.overlay(deferred, [(self._topic, p) for p in expected])
+        if ledger.partitions():
+            props[LEDGER_KEY] = ledger.encode()
+        append_rows(self._table, rows, props)
