@@ -40,7 +40,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    TIMESTAMP_CREATE_TIME,
     Consumer,
     KafkaError,
     Message,
@@ -48,14 +47,15 @@ from confluent_kafka import (
 )
 
 from k2.config import Settings
-from k2.deferred_ledger import DeferredLedger
 from k2.degradation import Level, memory_budget
 from k2.ingest.admission import admit, needs_keys
 from k2.ingest.backfill import BackfillReader, Chunk
 from k2.ingest.committer import Committer, FlushWork, StreamWork, stream_key
 from k2.ingest.consumer import consumer_config
 from k2.ingest.dead_letters import DeadLetterRouter
+from k2.ingest.deferred_work import DeferredWork
 from k2.ingest.fetcher import Fetcher
+from k2.ingest.freshness import sample_freshness
 from k2.ingest.load_control import LoadControl, open_shedder
 from k2.ingest.parts import IngestParts, open_parts, stream_of_topic
 from k2.ingest.process import freeze_startup_heap, peak_rss_bytes
@@ -143,8 +143,7 @@ class IngestApp:
             settings.degradation, memory_budget(settings.degradation.memory_budget_bytes), self.writer_id
         )
         self._shedder = open_shedder(settings, self._log)
-        self._ledger = DeferredLedger()
-        self._ledger_changed: set[tuple[str, int]] = set()
+        self._deferred = DeferredWork()
         self._backfill = BackfillReader(settings.kafka.bootstrap_servers, settings.kafka.client_properties)
         self._high: dict[tuple[str, int], int] = {}  # latest high watermarks seen by the fetch thread
         self._flush_asked_at = 0.0
@@ -352,7 +351,7 @@ class IngestApp:
                 part.consumed = max(off + 1, part.consumed or 0)
             for span in admission.deferred:
                 if span.partition in states:
-                    self._ledger.add(
+                    self._deferred.defer(
                         topic,
                         span.partition,
                         span.first,
@@ -361,31 +360,20 @@ class IngestApp:
                         span.count,
                         time.time(),
                     )
-                    self._ledger_changed.add((topic, span.partition))
             if backfill is not None and backfill.partition in states:
-                self._ledger.remove(topic, backfill.partition, backfill.first, backfill.read_to, landed=n)
-                self._ledger_changed.add((topic, backfill.partition))
+                self._deferred.backfilled(topic, backfill.partition, backfill.first, backfill.read_to, n)
                 self.report.backfilled += outcome.rows.num_rows
         if backfill is None and msgs:
-            self._sample_freshness(stream, msgs)
+            sample_freshness(
+                self.report.freshness,
+                msgs,
+                lambda key: self._class_of(stream, key),
+                time.time(),
+                FRESHNESS_SAMPLES,
+            )
         self.report.duplicates += outcome.duplicates
         if outcome.unplaceable.num_rows:
             self.report.unplaceable += self._letters.unplaceable(topic, msgs, outcome.unplaceable)
-
-    def _sample_freshness(self, stream: str, msgs: list[Message]) -> None:
-        """Kafka create time -> in the live buffer, for up to 32 messages spread over the batch.
-
-        Sampled, so the hot path pays per batch, not per message (about 10 us a batch).
-        """
-        now_ms = time.time() * 1000
-        step = max(1, len(msgs) // 32)
-        samples = self.report.freshness
-        for m in msgs[::step]:
-            kind, ts_ms = m.timestamp()
-            if kind == TIMESTAMP_CREATE_TIME and ts_ms > 0:
-                samples.append((now_ms / 1000, self._class_of(stream, m.key()), (now_ms - ts_ms) / 1000))
-        if len(samples) > FRESHNESS_SAMPLES:
-            del samples[: len(samples) - FRESHNESS_SAMPLES]
 
     def _set_aside(self, topic: str, rows: pa.Table, error: BaseException) -> None:
         self._count_rejected(topic, self._letters.unwritable(topic, rows, error))
@@ -445,7 +433,11 @@ class IngestApp:
                 pa.default_memory_pool().release_unused()
         if self._control.defers_backlog(lag) and self._fetcher is not None:
             self._fetcher.call(self._defer_backlog)
-        elif idle and self._ledger.partitions() and (self._backfill_now or self._control.may_backfill(lag)):
+        elif (
+            idle
+            and self._deferred.has_pending(self._parts)
+            and (self._backfill_now or self._control.may_backfill(lag))
+        ):
             self._backfill_step()
 
     def _defer_backlog(self, consumer: Consumer) -> None:
@@ -465,8 +457,7 @@ class IngestApp:
                 pos = low if pos is None else pos  # nothing stored yet: consuming from the beginning
                 if high <= pos:
                     continue
-                self._ledger.add(topic, p, pos, high - 1, CLASSES, high - pos, time.time())
-                self._ledger_changed.add((topic, p))
+                self._deferred.defer(topic, p, pos, high - 1, CLASSES, high - pos, time.time())
                 self._parts[(topic, p)] = _Partition(part.sequencing, part.committed, high)
                 jumps.append(TopicPartition(topic, p, high))
                 deferred += high - pos
@@ -484,11 +475,10 @@ class IngestApp:
     def _backfill_step(self) -> None:
         """Land one chunk of the oldest pending deferred range of an owned partition."""
         with self._lock:
-            owned = [k for k in self._ledger.partitions() if k in self._parts]
-            if not owned:
+            found = self._deferred.next_range(self._parts)
+            if found is None:
                 return
-            topic, p = owned[0]
-            r = self._ledger.ranges(topic, p)[0]
+            topic, p, r = found
             generation = {(topic, p): self._parts[(topic, p)]}
         chunk = self._backfill.read(topic, p, r.first, r.last)
         if chunk.lost_to >= 0:
@@ -514,7 +504,7 @@ class IngestApp:
             first=chunk.first,
             last=chunk.read_to,
             messages=len(wanted),
-            pending=self._ledger.pending()[0],
+            pending=self._deferred.pending(self._parts)[0],
         )
 
     def _class_of(self, stream: str, key: bytes | None) -> str:
@@ -524,10 +514,7 @@ class IngestApp:
         """Kafka deleted records of a deferred range before the backfill: say so, loudly."""
         stream = self._stream_of[topic]
         with self._lock:
-            before = sum(r.count for r in self._ledger.ranges(topic, p))
-            self._ledger.remove(topic, p, first, last)
-            lost = before - sum(r.count for r in self._ledger.ranges(topic, p))
-            self._ledger_changed.add((topic, p))
+            lost = self._deferred.lose(topic, p, first, last)
             part = self._parts.get((topic, p))
             gaps = 0
             if part is not None:
@@ -575,8 +562,8 @@ class IngestApp:
         with self._lock:
             return (
                 self.buffer.rows == 0
-                and not self._ledger_changed
-                and not any(k in self._parts for k in self._ledger.partitions())  # backfill pending
+                and not self._deferred.unsaved
+                and not self._deferred.has_pending(self._parts)  # a backfill still to run
                 and all(p.consumed in (None, p.committed) for p in self._parts.values())
             )
 
@@ -598,13 +585,13 @@ class IngestApp:
                 if part.consumed is not None and part.consumed != part.committed:
                     sw.offsets[p] = part.consumed
                     sw.expected[p] = part.committed
-                if (topic, p) in self._ledger_changed:
+                if self._deferred.changed(topic, p):
                     sw.expected.setdefault(p, part.committed)
                     sw.ledger_changed = True
                 tracker = part.sequencing.tracker
                 tracker.expire(now_us, lost_after)
                 table = TABLE_FOR_STREAM[stream]
-                pending = self._pending_classes(topic, p)
+                pending = self._deferred.pending_classes(topic, p)
                 for ex, sym, sess in tracker.take_dirty():
                     records = tracker.gaps(ex, sym, sess)
                     if pending and self._class_of(stream, sym.encode()) in pending:
@@ -614,13 +601,9 @@ class IngestApp:
                     sw.gaps[stream_key(table, ex, sym, sess)] = records
             for sw in work.values():
                 owned = [(sw.topic, p) for p in sw.expected]
-                sw.deferred = self._ledger.restrict(owned)
-            self._ledger_changed.clear()
+                sw.deferred = self._deferred.for_commit(owned)
+            self._deferred.saved()
         return FlushWork(content, list(work.values()))
-
-    def _pending_classes(self, topic: str, p: int) -> frozenset[str]:
-        """Classes with shed messages of this partition still waiting for the backfill."""
-        return frozenset().union(*(r.classes for r in self._ledger.ranges(topic, p)))
 
     def _on_committed(self, sw: StreamWork) -> None:
         with self._lock:
@@ -669,7 +652,7 @@ class IngestApp:
                 for p in ps:
                     self._parts[(topic, p)] = _Partition(states[p], offsets.get(p))
                     start[(topic, p)] = offsets.get(p)
-                self._ledger = self._ledger.overlay(stored.deferred, [(topic, p) for p in ps])
+                self._deferred.adopt(stored.deferred, topic, ps)
         for tp in partitions:
             off = start[(tp.topic, tp.partition)]
             tp.offset = off if off is not None else OFFSET_BEGINNING
@@ -693,8 +676,7 @@ class IngestApp:
             by_table: dict[str, set[int]] = defaultdict(set)
             for tp in partitions:
                 self._parts.pop((tp.topic, tp.partition), None)
-                self._ledger.drop_partitions(tp.topic, [tp.partition])
-                self._ledger_changed.discard((tp.topic, tp.partition))
+                self._deferred.forget(tp.topic, tp.partition)
                 by_table[TABLE_FOR_STREAM[self._stream_of[tp.topic]]].add(tp.partition)
             dropped = sum(self.buffer.drop_partitions(t, ps) for t, ps in by_table.items())
         self._log.info(
@@ -705,8 +687,7 @@ class IngestApp:
         st = self._control.status()
         with self._lock:
             owned = set(self._parts)
-            mine = self._ledger.restrict(owned)
-        pending, oldest = mine.pending()
+            pending, oldest = self._deferred.pending(owned)
         status = IngestStatus(
             writer=self.writer_id,
             pid=os.getpid(),

@@ -39,7 +39,7 @@ class Chunk:
 
 
 class BackfillReader:
-    def __init__(self, bootstrap: str, properties: Mapping[str, object] | None = None, batch: int = 20_000):
+    def __init__(self, bootstrap: str, properties: Mapping[str, object] | None = None, batch: int = 5_000):
         self._conf = {
             **(properties or {}),
             "bootstrap.servers": bootstrap,
@@ -47,12 +47,15 @@ class BackfillReader:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
+            # Reads a chunk at a time: a small prefetch keeps its memory out of the live path's way.
+            "queued.min.messages": 2 * batch,
+            "queued.max.messages.kbytes": 32 << 10,
         }
         self._batch = batch
         self._consumer: Consumer | None = None
         self._at: tuple[str, int, int] | None = None  # (topic, partition, next offset) assigned
 
-    def read(self, topic: str, partition: int, first: int, last: int, timeout: float = 1.0) -> Chunk:
+    def read(self, topic: str, partition: int, first: int, last: int, timeout: float = 0.25) -> Chunk:
         """Up to ``batch`` records of ``first..last``, in offset order, and what is lost of it."""
         consumer = self._consumer or Consumer(self._conf)
         self._consumer = consumer
@@ -71,7 +74,7 @@ class BackfillReader:
         deadline = time.monotonic() + timeout
         overshot = False
         while chunk.read_to < last and len(chunk.messages) < self._batch and time.monotonic() < deadline:
-            for m in consumer.consume(min(self._batch, 10_000), 0.2):
+            for m in consumer.consume(self._batch, 0.05):
                 if m.error() is not None:
                     continue
                 offset = m.offset()
