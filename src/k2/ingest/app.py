@@ -424,7 +424,9 @@ class IngestApp:
             self.report.max_level = max(self.report.max_level, level)
             self.report.level_timeline.append((time.time(), level))
             del self.report.level_timeline[:-256]
-        self._committer.scale = self._control.commit_scale()
+        # Larger, rarer commits save catalog work when behind on lag, but under memory pressure
+        # they would hold more rows in memory: then commit at the normal size, and early.
+        self._committer.scale = 1 if self._control.memory_pressure() else self._control.commit_scale()
         if self._control.memory_pressure() and now - self._flush_asked_at > 1.0:
             self._flush_asked_at = now
             if self.buffer.rows:  # commit what is buffered before anything is shed
