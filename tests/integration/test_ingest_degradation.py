@@ -35,7 +35,14 @@ def _settings(base: Settings, defer_backlog: bool, **ingest: object) -> Settings
     return base.model_copy(
         update={
             "degradation": degradation,
-            "ingest": IngestSettings(**{"consume_batch": 5_000, "flush_seconds": 1.0, **ingest}),
+            "ingest": IngestSettings(
+                **{
+                    "consume_batch": 5_000,
+                    "flush_seconds": 1.0,
+                    "status_dir": base.ingest.status_dir,
+                    **ingest,
+                }
+            ),
         }
     )
 
@@ -196,7 +203,12 @@ def test_a_tiny_memory_budget_reaches_circuit_break_and_pauses_instead_of_growin
     assert growth < 0.2 * budget, f"RSS grew {growth / 2**20:.0f} MiB after CIRCUIT_BREAK"
     assert result.consumed < 300_000 * 0.9, "paused consumption should have left most of the backlog"
     # Then let it finish: no budget, backfill whatever was shed.
-    relaxed = settings.model_copy(update={"degradation": DegradationSettings(), "ingest": IngestSettings()})
+    relaxed = settings.model_copy(
+        update={
+            "degradation": DegradationSettings(),
+            "ingest": IngestSettings(status_dir=settings.ingest.status_dir),
+        }
+    )
     IngestApp(relaxed, backfill_now=True).run(exit_when_idle=3.0, max_seconds=240)
     _assert_exactly_the_input(relaxed, feed)
 

@@ -20,12 +20,21 @@ load generator's own CPU stays off the two cores the broker and ingest share. A 
 one simulator run: the live part continues the backlog's sequence numbers, so a deferred backlog
 is a real gap that the backfill must fill.
 
+Ingest runs as ``k2 ingest`` in a child process at its production cadence: not with
+``--exit-when-idle``, which commits whenever ingest catches up (about every second with a live
+feed, and those commits slowed tier-1 freshness to 1-3 s here). Once the feed has ended and the
+status file shows lag 0 and nothing deferred, the bench stops it with SIGTERM (it commits, then
+exits). If that does not happen (the level stays above SOFT, where nothing is backfilled, or
+the settle time runs out), it is stopped anyway and ``k2 backfill`` finishes the deferred work,
+so completeness is still checked, and the run is marked as not complete on its own.
+
 Measured per run: tier-1 freshness (Kafka create time → row in the live buffer, sampled by ingest
-itself, see ``k2.ingest.report``) p50/p99 from ``t0 + 10 s`` and per 5 s window, ``t0`` being
-the start of the ingest process; the level timeline; rows shed and backfilled per class; the time
-of the last commit and of "caught up" (status file: no deferred range left and lag under one
-second of feed); RSS sampled every 0.1 s and ingest's own peak (``VmHWM``) against the budget;
-and completeness read back from Iceberg against the feed's report.
+itself, see ``k2.ingest.freshness``) p50/p99 from ``t0 + 10 s`` and per 5 s window, ``t0`` being
+the start of the ingest process; the level timeline; rows shed and backfilled per class; when
+ingest caught up for good (status file: nothing deferred and lag under one second of feed) and
+when it was done after the feed ended; RSS sampled every 0.1 s and ingest's own peak (``VmHWM``)
+against the budget; commits, pauses and backlog jumps from its log; and completeness read back
+from Iceberg against the feed's report.
 
 Completeness is compared per stream ``(table, exchange, symbol, session)``: the feed injects no
 faults, so its valid set is every seq in ``first_seq..last_seq``, and the landed rows match it
@@ -101,9 +110,12 @@ SLOW_FRACTION = 0.7
 # and the first seconds (the catch-up itself) matter most. The bench's ingest children keep more.
 _FRESHNESS_CAP = 2_000_000
 _TIER1 = "tier1"
-# After the feed ends, how long ingest may take to step down, backfill and exit before it is stopped
+# After the feed ends, how long ingest may take to step down and backfill before it is stopped
 # (four cooldowns of 30 s, then the backfill). A stopped run is finished by ``k2 backfill``.
-_SETTLE_S = 240.0
+_SETTLE_S = 360.0
+# Stuck: this long after the feed ended, the level has not moved from above SOFT and nothing was
+# backfilled (three cooldowns of the default 30 s: every step down would have happened by then).
+_LATCHED_S = 90.0
 _OFF_LABELS = "every sample is labelled tier1: with degradation off ingest has no shedder to classify"
 
 
@@ -307,12 +319,6 @@ class _RenderedFeed:
     backlog_blocks: int  # the first blocks are the backlog, produced before ingest starts
     live_rate: float
 
-    def backlog(self) -> int:
-        return sum(len(b) for b in self.blocks[: self.backlog_blocks])
-
-    def live(self) -> int:
-        return sum(len(b) for b in self.blocks[self.backlog_blocks :])
-
 
 def _render(backlog: int, live_rate: float, live_s: float, seed: int) -> _RenderedFeed:
     """One simulator run of ``backlog`` + ``live_rate * live_s`` market events, as bytes."""
@@ -405,13 +411,8 @@ class _Ingest:
     status: Path
     t0: float  # wall clock when the process was started
 
-    def wait(self, timeout: float, stop_after: float | None = None) -> dict[str, Any]:
-        """The report once the process exits; ``stop_after`` s: SIGTERM it (it commits, then exits)."""
-        if stop_after is not None:
-            try:
-                self.proc.wait(timeout=stop_after)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGTERM)
+    def wait(self, timeout: float) -> dict[str, Any]:
+        """The report, once the process has exited (killed after ``timeout`` s)."""
         try:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -777,7 +778,7 @@ def _overload_run(
             raise
         feed_end = time.time()
     try:
-        done_at = _wait_done(ing, watch, feed_end, _SETTLE_S)
+        done_at, settled = _wait_done(ing, watch, feed_end, _SETTLE_S)
         ing.proc.send_signal(signal.SIGTERM)  # it commits what it holds, then exits
         rep = ing.wait(timeout=180)
     finally:
@@ -795,7 +796,7 @@ def _overload_run(
     result["events"] = events = _log_events(ing.log, ing.t0)
     for w in result["windows"]:
         w["commits"] = sum(1 for c in events["commits"] if w["t"] <= c[0] < w["t"] + WINDOW_S)
-    result["complete"]["settled"] = done_at is not None
+    result["complete"]["settled"] = settled
     result["complete"]["done_s"] = round(done_at - ing.t0, 2) if done_at is not None else None
     result["complete"]["forced_backfill"] = forced
     result.update(
@@ -821,18 +822,31 @@ def _overload_run(
     return result
 
 
-def _wait_done(ing: _Ingest, watch: _Watch, feed_end: float, settle_s: float) -> float | None:
-    """Once the feed has ended: when two status snapshots in a row, both written after it, show
-    lag 0 and nothing deferred (everything produced is in the live buffer or Iceberg). None if
-    that did not happen within ``settle_s`` or the process exited."""
+def _wait_done(ing: _Ingest, watch: _Watch, feed_end: float, settle_s: float) -> tuple[float | None, str]:
+    """Once the feed has ended, wait until everything produced is in the live buffer or Iceberg:
+    two status snapshots in a row, written after the feed ended, with lag 0 and nothing deferred.
+
+    Returns (that moment, "done"), or (None, why not): "latched" when for ``_LATCHED_S`` after
+    the feed ended the level stayed above SOFT (where no backfill runs) with the backfill count
+    unchanged, "timeout" after ``settle_s``, "exited" if the process ended on its own.
+    """
     deadline = feed_end + settle_s
-    while time.time() < deadline and ing.proc.poll() is None:
+    while time.time() < deadline:
+        if ing.proc.poll() is not None:
+            return None, "exited"
         after = [st for st in watch.statuses if st["updated_at"] > feed_end + 0.5]
         done = [st["lag"] == 0 and st["oldest_pending_since"] is None for st in after]
         if len(done) >= 2 and done[-1] and done[-2]:
-            return float(after[-2]["updated_at"])
+            return float(after[-2]["updated_at"]), "done"
+        if after and after[-1]["updated_at"] - after[0]["updated_at"] >= _LATCHED_S:
+            recent = [st for st in after if st["updated_at"] >= after[-1]["updated_at"] - _LATCHED_S]
+            if (
+                len({(st["level"], st["backfilled"]) for st in recent}) == 1
+                and recent[0]["level"] > Level.SOFT
+            ):
+                return None, "latched"
         time.sleep(0.25)
-    return None
+    return None, "timeout"
 
 
 def _forced_backfill(s: Settings, files: Path) -> dict[str, Any]:
@@ -941,7 +955,7 @@ def _figures(run: int, r: Mapping[str, Any]) -> dict[str, Any]:
         "fresh_p99_le_1s": fresh["p99"] is not None and fresh["p99"] <= FRESHNESS_TARGET_S,
         "rss_under_budget": under,
         "exactly_once": r["completeness"]["exactly_once"] and r["ingest"]["deferred_lost"] == 0,
-        "complete_without_forced_backfill": done["settled"] and r["completeness"]["exactly_once"],
+        "complete_without_forced_backfill": done["settled"] == "done" and r["completeness"]["exactly_once"],
     }
 
 
@@ -1022,6 +1036,7 @@ def run_degrade_bench(
             results["runs"].append(run)
     results["summary"] = summarize(figures)
     results["machine"] = {
+        "code": _code_version(),
         "cpus": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": sys.version.split()[0],
@@ -1033,6 +1048,19 @@ def run_degrade_bench(
     for t in render(results):
         wide.print(t)
     return results
+
+
+def _code_version() -> str | None:
+    """The commit the bench ran (other work may land while a long run is going)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "src"], capture_output=True, text=True, timeout=5
+        )
+        return head.stdout.strip() + (" (src modified)" if dirty.stdout.strip() else "") or None
+    return None
 
 
 def _cpu_figures(run: int, cpu: Mapping[str, Any]) -> dict[str, Any]:
@@ -1128,7 +1156,11 @@ def render(results: Mapping[str, Any]) -> list[Table]:
 def _exactly_once_cell(r: Mapping[str, Any]) -> str:
     if not (r["completeness"]["exactly_once"] and r["ingest"]["deferred_lost"] == 0):
         return "NO"
-    return "yes" if r["complete"]["settled"] else "yes, after k2 backfill"
+    return (
+        "yes"
+        if r["complete"]["settled"] == "done"
+        else f"yes, after k2 backfill ({r['complete']['settled']})"
+    )
 
 
 def _summary_table(summary: Sequence[Mapping[str, Any]]) -> Table:
@@ -1155,7 +1187,8 @@ def _timeline_table(scenario: str, on: Mapping[str, Any], off: Mapping[str, Any]
         t.add_column(col, justify="right")
     on_t = {w["t"]: w for w in on["windows"]}
     off_t = {w["t"]: w for w in off["windows"]}
-    for at in sorted(on_t.keys() | off_t.keys()):
+    sampled = {w["t"] for w in [*on["windows"], *off["windows"]] if w["n"]}
+    for at in sorted(sampled):
         w, o = (
             on_t.get(at, {"t": at, "level": "-", "p50": None, "p99": None, "lag_max": None}),
             off_t.get(at, {}),

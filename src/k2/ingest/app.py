@@ -233,6 +233,8 @@ class IngestApp:
             self._committer.stop()
             self._consumer.close()
             self._backfill.close()
+            # A clean stop leaves no status behind; a crashed process's file stays, and ages.
+            (self._s.ingest.status_dir / f"{self.writer_id}.json").unlink(missing_ok=True)
             self.report.seconds = time.monotonic() - started
             self.report.commits = self._committer.commits
             self.report.landed = dict(self._committer.rows_committed)

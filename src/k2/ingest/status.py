@@ -3,7 +3,8 @@
 ``k2 status`` reads every file in the status directory (one per process, named by writer id),
 so an operator sees each process's degradation level, lag, memory and buffer, and the pending
 backfill, without a metrics stack. Written atomically (temp file + rename), so a reader never
-sees half a file; a file whose process is gone is reported stale by its ``updated_at`` and pid.
+sees half a file, and removed when the process stops cleanly; a file whose process crashed stays
+and is reported stale by its ``updated_at`` and pid.
 """
 
 from __future__ import annotations
