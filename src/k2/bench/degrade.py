@@ -1032,6 +1032,7 @@ def run_degrade_bench(
                     run[f"{name}_{mode}"] = r
                     figures.append(_figures(n, r))
                     console.print(_run_line(r))
+                    _write(out, {**results, "partial": True, "runs": [*results["runs"], run]})
                 del feed
             results["runs"].append(run)
     results["summary"] = summarize(figures)
@@ -1042,12 +1043,17 @@ def run_degrade_bench(
         "python": sys.version.split()[0],
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    _write(out, results)
     wide = Console(file=console.file, width=max(console.width, 170))  # a log file is not 80 columns
     for t in render(results):
         wide.print(t)
     return results
+
+
+def _write(out: Path, results: Mapping[str, Any]) -> None:
+    """Results so far (a long run that dies keeps what it measured)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
 
 
 def _code_version() -> str | None:
