@@ -143,6 +143,9 @@ class IngestSettings(_Section):
     processes: int = Field(default=1, ge=1, le=64)
     # Each process rewrites its status here about every second (``k2 status`` reads them).
     status_dir: Path = Path(".k2/status")
+    # The report keeps the newest this many freshness samples (32 a batch at most; benchmarks
+    # that want a whole long run raise it).
+    freshness_samples: int = Field(default=50_000, ge=0)
     # Benchmarks and tests only: every commit waits this long first (slow storage, simulated).
     debug_commit_delay_s: float = Field(default=0.0, ge=0.0)
 

@@ -71,8 +71,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from k2.bench.harness import broker_process, child_env, cpu_seconds
 from k2.broker.topics import delete_topics, ensure_k2_topics
-from k2.config import Settings, TopicNames, settings_env
+from k2.config import Settings, TopicNames
 from k2.degradation import Level
 from k2.feeds.producer import FeedProducer
 from k2.feeds.report import FeedReport, StreamRange
@@ -106,8 +107,8 @@ FRESHNESS_TARGET_S = 1.0
 SHED_COST_TARGET = 0.25
 CATCHUP_FRACTION = 0.3
 SLOW_FRACTION = 0.7
-# The ingest report keeps the newest 50,000 freshness samples; a 90 s run takes about twice that,
-# and the first seconds (the catch-up itself) matter most. The bench's ingest children keep more.
+# The ingest report keeps the newest 50,000 freshness samples by default; a 90 s run takes about
+# twice that, and the first seconds (the catch-up itself) matter most: the bench keeps them all.
 _FRESHNESS_CAP = 2_000_000
 _TIER1 = "tier1"
 # After the feed ends, how long ingest may take to step down and backfill before it is stopped
@@ -388,19 +389,7 @@ class _LiveFeed(threading.Thread):
 
 # -- child processes and what the bench watches of them ----------------------------------------
 
-# ``k2 ingest`` with a larger freshness sample cap (see _FRESHNESS_CAP); nothing else differs.
-_INGEST_CHILD = (
-    "import sys\n"
-    "import k2.ingest.app\n"
-    "k2.ingest.app.FRESHNESS_SAMPLES = {cap}\n"
-    "from k2.cli import app\n"
-    "app(sys.argv[1:], prog_name='k2')\n"
-)
 _BARE_CHILD = "from k2.bench.degrade import bare_consume_child; bare_consume_child()"
-
-
-def _env_for(s: Settings) -> dict[str, str]:
-    return {**os.environ, **settings_env(s), "K2_LOG__FORMAT": "json", "K2_LOG__LEVEL": "INFO"}
 
 
 @dataclass(slots=True)
@@ -431,14 +420,14 @@ def _start_ingest(
 ) -> _Ingest:
     """``k2 ingest`` (one process, named ``writer``) or ``k2 backfill`` as a child, logging to a file."""
     report, log = files.with_suffix(".report.json"), files.with_suffix(".log")
-    cmd = [sys.executable, "-c", _INGEST_CHILD.format(cap=_FRESHNESS_CAP), command, "--report", str(report)]
+    cmd = [sys.executable, "-m", "k2.cli", command, "--report", str(report)]
     if command == "ingest":
         cmd += ["--processes", "1", "--writer-id", writer]
     if exit_when_idle is not None:
         cmd += ["--exit-when-idle", str(exit_when_idle)]
     t0 = time.time()
     with open(log, "ab") as sink:
-        proc = subprocess.Popen(cmd, env=_env_for(s), stdout=subprocess.DEVNULL, stderr=sink)
+        proc = subprocess.Popen(cmd, env=child_env(s, "INFO"), stdout=subprocess.DEVNULL, stderr=sink)
     return _Ingest(proc, report, log, s.ingest.status_dir / f"{writer}.json", t0)
 
 
@@ -539,34 +528,13 @@ def bare_consume_child() -> None:
 def _bare_consume(s: Settings, expected: int) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", _BARE_CHILD, str(expected)],
-        env=_env_for(s),
+        env=child_env(s, "INFO"),
         capture_output=True,
         check=True,
         timeout=900,
     )
     data: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
     return data
-
-
-def _broker_process(s: Settings) -> psutil.Process | None:
-    """The broker JVM listening on the bootstrap port (for its CPU time), if it runs here."""
-    port = int(s.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
-    for proc in psutil.process_iter(["cmdline"]):
-        if "kafka.Kafka" not in " ".join(proc.info["cmdline"] or []):
-            continue
-        with contextlib.suppress(psutil.Error):
-            if any(c.laddr.port == port and c.status == "LISTEN" for c in proc.net_connections("tcp")):
-                return proc
-    return None
-
-
-def _cpu_of(proc: psutil.Process | None) -> float | None:
-    if proc is None:
-        return None
-    with contextlib.suppress(psutil.Error):
-        t = proc.cpu_times()
-        return float(t.user + t.system)
-    return None
 
 
 def _landed(s: Settings) -> dict[StreamKey, Landed]:
@@ -618,7 +586,11 @@ def _settings(
             "kafka": kafka,
             "iceberg": iceberg,
             "ingest": base.ingest.model_copy(
-                update={"status_dir": work / f"{label}-status", **(ingest or {})}
+                update={
+                    "status_dir": work / f"{label}-status",
+                    "freshness_samples": _FRESHNESS_CAP,
+                    **(ingest or {}),
+                }
             ),
             "degradation": base.degradation.model_copy(update=dict(degradation)),
             "shedding": base.shedding.model_copy(update=dict(shedding or {})),
@@ -755,12 +727,12 @@ def _overload_run(
     s = _settings(base, work, run_id, label, label, degradation, ingest)
     ensure_k2_topics(s.kafka.bootstrap_servers, s.kafka.topics, s.kafka.partitions)
     topic_of = _topic_of(s)
-    broker = _broker_process(s)
+    broker = broker_process(s)
     with FeedProducer(s.kafka) as producer:
         producer.connect(topic_of.values())
         backlog, backlog_s = _send(producer, topic_of, feed.blocks[: feed.backlog_blocks])
         producer.flush()
-        broker0, bench0 = _cpu_of(broker), time.process_time()
+        broker0, bench0 = cpu_seconds(broker), time.process_time()
         # No --exit-when-idle: that mode commits whenever ingest catches up (about every second
         # with a live feed), not at the production cadence. It is stopped once done, by SIGTERM.
         ing = _start_ingest(s, work / label, f"bench-{label}", exit_when_idle=None)
@@ -783,7 +755,7 @@ def _overload_run(
         rep = ing.wait(timeout=180)
     finally:
         watch.stop()
-    broker1, bench1 = _cpu_of(broker), time.process_time()
+    broker1, bench1 = cpu_seconds(broker), time.process_time()
     forced = None
     if done_at is None and watch.statuses and watch.statuses[-1]["oldest_pending_since"] is not None:
         forced = _forced_backfill(s, work / f"{label}-backfill")  # stopped with ranges still deferred

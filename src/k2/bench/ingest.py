@@ -18,7 +18,6 @@ last 10 of ``commits`` appends, with the same snapshot expiry the committer runs
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import resource
@@ -33,14 +32,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from k2.bench.harness import broker_process, child_env, cpu_seconds
 from k2.broker.topics import ensure_k2_topics
-from k2.config import IcebergSettings, Settings, TopicNames, settings_env
+from k2.config import IcebergSettings, Settings, TopicNames
 from k2.ingest.consumer import consumer_config
 from k2.ingest.pool import wait_for_members
 from k2.ingest.process import freeze_startup_heap
@@ -71,14 +70,10 @@ class ScenarioResult:
     cpu_s: dict[str, float | None]
 
 
-def _env_for(s: Settings) -> dict[str, str]:
-    return {**os.environ, **settings_env(s), "K2_LOG__FORMAT": "json", "K2_LOG__LEVEL": "WARNING"}
-
-
 def _start_ingest(s: Settings, report: Path, idle_s: float, processes: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "k2.cli", "ingest", "--exit-when-idle", str(idle_s), "--report", str(report)]
     cmd += ["--processes", str(processes)]
-    return subprocess.Popen(cmd, env=_env_for(s), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(cmd, env=child_env(s), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _wait_ingest(proc: subprocess.Popen[bytes], report: Path, timeout: float = 900) -> dict[str, Any]:
@@ -87,27 +82,6 @@ def _wait_ingest(proc: subprocess.Popen[bytes], report: Path, timeout: float = 9
         raise RuntimeError(f"ingest failed ({proc.returncode}): {err.decode()[-2000:]}")
     data: dict[str, Any] = json.loads(report.read_text())
     return data
-
-
-def _broker_process(s: Settings) -> psutil.Process | None:
-    """The broker JVM listening on the bootstrap port (for its CPU time), if it runs here."""
-    port = int(s.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
-    for proc in psutil.process_iter(["cmdline"]):
-        if "kafka.Kafka" not in " ".join(proc.info["cmdline"] or []):
-            continue
-        with contextlib.suppress(psutil.Error):
-            if any(c.laddr.port == port and c.status == "LISTEN" for c in proc.net_connections("tcp")):
-                return proc
-    return None
-
-
-def _cpu(proc: psutil.Process | None) -> float | None:
-    if proc is None:
-        return None
-    with contextlib.suppress(psutil.Error):
-        t = proc.cpu_times()
-        return float(t.user + t.system)
-    return None
 
 
 def _children_cpu() -> float:
@@ -164,14 +138,14 @@ def _run_scenario(
     s = _scenario_settings(base, label, work, run_id)
     ensure_k2_topics(s.kafka.bootstrap_servers, s.kafka.topics, s.kafka.partitions)
     report = work / f"{label}-ingest.json"
-    broker = _broker_process(s)
-    broker0, ingest0 = _cpu(broker), _children_cpu()
+    broker = broker_process(s)
+    broker0, ingest0 = cpu_seconds(broker), _children_cpu()
     # The idle exit must outlast the feed's own set-up (rendering messages before the first send).
     proc = _start_ingest(s, report, idle_s=5.0, processes=processes)
     wait_for_members(s.kafka, processes)
     feed = produce(s)
     ing = _wait_ingest(proc, report)
-    broker1, ingest1 = _cpu(broker), _children_cpu()
+    broker1, ingest1 = cpu_seconds(broker), _children_cpu()
     feed_start = datetime.fromisoformat(feed.started_at).timestamp()
     rows = sum(ing["landed"].values())
     e2e = ing["last_committed_at"] - feed_start

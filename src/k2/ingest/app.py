@@ -59,7 +59,7 @@ from k2.ingest.freshness import sample_freshness
 from k2.ingest.load_control import LoadControl, open_shedder
 from k2.ingest.parts import IngestParts, open_parts, stream_of_topic
 from k2.ingest.process import freeze_startup_heap, peak_rss_bytes
-from k2.ingest.report import FRESHNESS_SAMPLES, IngestReport
+from k2.ingest.report import IngestReport
 from k2.ingest.restore import restore_partitions
 from k2.ingest.sequencing import PartitionSequencing, apply_sequencing
 from k2.ingest.status import IngestStatus, write_status
@@ -371,7 +371,7 @@ class IngestApp:
                 msgs,
                 lambda key: self._class_of(stream, key),
                 time.time(),
-                FRESHNESS_SAMPLES,
+                self._s.ingest.freshness_samples,
             )
         self.report.duplicates += outcome.duplicates
         if outcome.unplaceable.num_rows:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["FRESHNESS_SAMPLES", "IngestReport"]
-
-FRESHNESS_SAMPLES = 50_000
+__all__ = ["IngestReport"]
 
 
 @dataclass(slots=True)
@@ -32,7 +30,7 @@ class IngestReport:
     # (wall clock s, level) at each transition, for timelines; bounded like the manager's history.
     level_timeline: list[tuple[float, int]] = field(default_factory=list)
     # Sampled freshness of live messages: (wall clock s, class, seconds from Kafka create time
-    # to the row in the live buffer); at most FRESHNESS_SAMPLES, the newest kept.
+    # to the row in the live buffer); at most ``ingest.freshness_samples``, the newest kept.
     freshness: list[tuple[float, str, float]] = field(default_factory=list)
     commits: int = 0
     seconds: float = 0.0
