@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -12,6 +12,9 @@ from rich.console import Console
 from k2.config import Settings, load_settings
 from k2.errors import K2Error
 from k2.logs import configure_logging
+
+if TYPE_CHECKING:
+    from k2.ingest.report import IngestReport
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="k2: market data from Kafka into Iceberg.")
 broker_app = typer.Typer(no_args_is_help=True, help="The local Apache Kafka broker (KRaft, no Docker).")
@@ -49,7 +52,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _fail(message: str, code: int = 1) -> Any:
+def _fail(message: str, code: int = 1) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
 
@@ -228,7 +231,6 @@ def ingest(
     ] = None,
 ) -> None:
     """Consume trades, quotes and reference data from Kafka into Iceberg, exactly once."""
-    from k2.ingest import IngestApp
     from k2.ingest.pool import run_pool
 
     settings = _settings()
@@ -242,12 +244,7 @@ def ingest(
             failed = next(c for c in pool.exit_codes if c)
             _fail(f"ingest processes exited with {pool.exit_codes}", failed if failed > 0 else 128 - failed)
     else:
-        try:
-            ingest_app = IngestApp(settings, writer_id=writer_id)
-            ingest_app.install_signal_handlers()
-            result = ingest_app.run(exit_when_idle=exit_when_idle, max_seconds=max_seconds)
-        except K2Error as e:
-            _fail(str(e), 3)
+        result = _run_ingest(settings, exit_when_idle, max_seconds, writer_id=writer_id)
     if report is not None:
         report.write_text(result.to_json() + "\n")
     console.print(
@@ -270,21 +267,28 @@ def backfill(
     Joins the ingest consumer group like any ingest process, so it backfills the partitions it is
     given (all of them when no other ingest runs) and ingests live data meanwhile.
     """
-    from k2.ingest import IngestApp
 
-    settings = _settings()
-    try:
-        app_ = IngestApp(settings, backfill_now=True)
-        app_.install_signal_handlers()
-        result = app_.run(exit_when_idle=exit_when_idle)
-    except K2Error as e:
-        _fail(str(e), 3)
+    result = _run_ingest(_settings(), exit_when_idle, None, backfill_now=True)
     if report is not None:
         report.write_text(result.to_json() + "\n")
     console.print(
         f"backfill {result.exit_reason}: backfilled {result.backfilled:,} "
         f"{dict(sorted(result.backfilled_by_class.items()))}, lost {result.deferred_lost:,}"
     )
+
+
+def _run_ingest(
+    settings: Settings, exit_when_idle: float | None, max_seconds: float | None, **kwargs: Any
+) -> IngestReport:
+    """One ingest process in this one, stopped cleanly by SIGINT/SIGTERM; a K2Error exits with 3."""
+    from k2.ingest import IngestApp
+
+    try:
+        ingest_app = IngestApp(settings, **kwargs)
+        ingest_app.install_signal_handlers()
+        return ingest_app.run(exit_when_idle=exit_when_idle, max_seconds=max_seconds)
+    except K2Error as e:
+        _fail(str(e), 3)
 
 
 # -- benchmarks ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from k2.degradation import Level
 from k2.shedding import LOW, REFERENCE_STREAM, TIER_CLASSES, LoadShedder, shed_classes
 
-__all__ = ["Admission", "DeferredSpan", "admit", "needs_keys"]
+__all__ = ["KEEP_ALL", "Admission", "DeferredSpan", "admit", "needs_keys"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,8 @@ class Admission:
         return self.keep is not None
 
 
-_KEEP_ALL = Admission(None, [], frozenset(), {})
+KEEP_ALL = Admission(None, [], frozenset(), {})
+"""Nothing shed: the admission of every batch at NORMAL and SOFT."""
 
 
 def admit(
@@ -64,10 +65,10 @@ def admit(
     ``partitions``/``offsets`` are parallel to ``keys`` (offsets grow within a partition).
     """
     if shedder is None or keys is None or not shed_classes(level):
-        return _KEEP_ALL
+        return KEEP_ALL
     shed = shedder.decide(stream, keys, level)
     if shed is None:
-        return _KEEP_ALL
+        return KEEP_ALL
     spans = []
     for p in np.unique(partitions).tolist():
         mine = partitions == p

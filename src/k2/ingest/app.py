@@ -47,8 +47,8 @@ from confluent_kafka import (
 )
 
 from k2.config import Settings
-from k2.degradation import Level, memory_budget
-from k2.ingest.admission import admit, needs_keys
+from k2.degradation import memory_budget
+from k2.ingest.admission import KEEP_ALL, admit, needs_keys
 from k2.ingest.backfill import BackfillReader, Chunk
 from k2.ingest.committer import Committer, FlushWork, StreamWork, stream_key
 from k2.ingest.consumer import consumer_config
@@ -72,8 +72,6 @@ from k2.shedding import CLASSES
 from k2.validation import ValidationRules, decode_batch
 
 __all__ = ["IngestApp", "IngestReport"]
-
-_KEEP_ALL = admit(None, Level.NORMAL, "trades", None, np.empty(0, np.int32), np.empty(0, np.int64))
 
 
 @dataclass(slots=True)
@@ -313,7 +311,7 @@ class IngestApp:
         partitions = np.fromiter(map(Message.partition, msgs), np.int32, n)
         offsets = np.fromiter(map(Message.offset, msgs), np.int64, n)
         last_offset = _last_offsets(partitions, offsets) if backfill is None else {}
-        admission = _KEEP_ALL
+        admission = KEEP_ALL
         if backfill is None:
             level = self._control.level
             if needs_keys(self._shedder, level):
@@ -426,9 +424,7 @@ class IngestApp:
             self.report.max_level = max(self.report.max_level, level)
             self.report.level_timeline.append((time.time(), level))
             del self.report.level_timeline[:-256]
-        # Larger, rarer commits save catalog work when behind on lag, but under memory pressure
-        # they would hold more rows in memory: then commit at the normal size, and early.
-        self._committer.scale = 1 if self._control.memory_pressure() else self._control.commit_scale()
+        self._committer.scale = self._control.commit_scale()
         if self._control.memory_pressure() and now - self._flush_asked_at > 1.0:
             self._flush_asked_at = now
             if self.buffer.rows:  # commit what is buffered before anything is shed

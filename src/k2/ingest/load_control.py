@@ -9,7 +9,8 @@ What each level does, in one place (README and docs/degradation.md have the tabl
 
 =============  ===========================================================================
 NORMAL         everything
-SOFT           commits twice as large and twice as far apart (fewer, larger commits)
+SOFT           commits twice as large and twice as far apart (fewer, larger commits), unless
+               memory is under pressure: then commits stay normal-sized and come early
 GRACEFUL       reference data (LOW) is shed: deferred, backfilled later
 AGGRESSIVE     tier-3 symbols are shed too; a backlog deeper than the AGGRESSIVE lag bound
                is deferred whole (the consumer jumps to the head, see ``defer_backlog``)
@@ -75,9 +76,6 @@ class LoadControl:
     def status(self) -> DegradationStatus:
         return self._manager.status()
 
-    def history(self) -> list[Transition]:
-        return self._manager.history
-
     def observe(self, lag: int, buffer_bytes: int, now: float) -> Transition | None:
         if now - self._rss_at >= _RSS_EVERY_S:
             self._rss_at = now
@@ -111,8 +109,9 @@ class LoadControl:
         return self._memory >= hard
 
     def commit_scale(self) -> int:
-        """How much larger and rarer commits are at this level (SOFT and up: twice)."""
-        return 2 if self.level >= Level.SOFT else 1
+        """How much larger and rarer commits are now: twice from SOFT up, unless memory is under
+        pressure (larger commits would hold more rows in memory; then commits come early instead)."""
+        return 2 if self.level >= Level.SOFT and not self.memory_pressure() else 1
 
     def defers_backlog(self, lag: int) -> bool:
         """A backlog deep enough to defer whole: at AGGRESSIVE or above, lag past its bound."""
