@@ -25,12 +25,14 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "ApiSettings",
     "BrokerSettings",
     "DegradationSettings",
     "FeedSettings",
     "IcebergSettings",
     "IngestSettings",
     "KafkaSettings",
+    "LiveSettings",
     "LogSettings",
     "Settings",
     "SheddingSettings",
@@ -220,6 +222,50 @@ class LogSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class LiveSettings(_Section):
+    """How ingest serves its live buffer (Arrow Flight) and how the API finds and calls it.
+
+    Each ingest process listens on ``host`` (port 0: any free port) and advertises the address it
+    got in its status file (``ingest.status_dir``); the API on the same host finds every process
+    there. Processes on other hosts are named in ``endpoints`` (``grpc://host:port``).
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    # 0: a free port per process (needed with ``ingest.processes`` > 1 on one host).
+    port: int = Field(default=0, ge=0, le=65535)
+    # Extra endpoints the API always asks, e.g. ingest processes on other hosts.
+    endpoints: list[str] = Field(default_factory=list)
+    # Per call; a live endpoint that does not answer in time counts as a failure.
+    timeout_s: float = Field(default=1.0, gt=0)
+    # pybreaker: this many failures in a row open an endpoint's breaker for reset_s.
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_reset_s: float = Field(default=10.0, gt=0)
+    # A status file older than this is a process that stopped without cleaning up: not asked.
+    stale_after_s: float = Field(default=15.0, gt=0)
+
+
+class ApiSettings(_Section):
+    """``k2 api``: the gateway process (REST + sandboxed SQL over history ∪ live)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # Empty: no key needed (local use). Otherwise every /v1 request needs X-API-Key from this list.
+    api_keys: list[str] = Field(default_factory=list)
+    rate_limit_per_s: float = Field(default=50.0, gt=0)  # per key (or per client address)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    max_body_bytes: int = Field(default=65_536, ge=1)
+    max_sql_chars: int = Field(default=10_000, ge=1)
+    max_rows: int = Field(default=100_000, ge=1)  # per response; more sets ``truncated``
+    default_limit: int = Field(default=1_000, ge=1)
+    sql_timeout_s: float = Field(default=10.0, gt=0)
+    duckdb_memory_limit: str = "1GB"
+    duckdb_threads: int = Field(default=2, ge=1)
+    cors_origins: list[str] = Field(default_factory=list)
+    # Decoded history files kept in memory (LRU); the hot days of history should fit.
+    history_cache_bytes: int = Field(default=2_000_000_000, ge=1_000_000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="K2_",
@@ -235,6 +281,8 @@ class Settings(BaseSettings):
     shedding: SheddingSettings = Field(default_factory=SheddingSettings)
     feeds: FeedSettings = Field(default_factory=FeedSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -14,6 +14,8 @@ __all__ = [
     "FeedError",
     "K2Error",
     "OffsetsMissing",
+    "QueryRejected",
+    "QueryTimeout",
     "ValidationError",
 ]
 
@@ -97,3 +99,22 @@ class CommitConflict(K2Error):
             f"{table}: {topic}[{partition}] stored offset is {found}, this writer expected {expected}; "
             "another writer owns this partition"
         )
+
+
+class QueryRejected(K2Error):
+    """A query k2 will not run, said before running it. ``reason`` is a short stable label
+    (``not_select``, ``multiple_statements``, ``too_long``, ``parse_error``, ``bad_parameter``...)
+    for metrics and clients; ``detail`` is the human explanation. The API answers 400."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class QueryTimeout(K2Error):
+    """A query ran past its time limit and was interrupted (the API answers 408)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"query interrupted after {seconds:g} s")

@@ -6,6 +6,12 @@ the hybrid read (live buffer ∪ Iceberg snapshot) it is the fresh tail of every
 ``kafka_partition`` and ``kafka_offset``, so a reader can drop any buffered row that an Iceberg
 snapshot already holds, and a backfill can say exactly which offsets it covers.
 
+Invariant for the hybrid read: a row leaves the buffer only after the Iceberg commit holding it is
+visible. ``take`` therefore moves rows to an in-flight set that ``read`` still returns; the
+committer calls ``release`` for a table once that table's commit has landed. A reader that reads
+the buffer first and pins a snapshot afterwards thus finds every row in one place or the other
+(``docs/hybrid-read.md``).
+
 Rows are kept as whole Arrow chunks per table (one per consumed batch): no per-row work.
 Thread-safe: the consumer appends, the committer takes, readers copy.
 """
@@ -28,6 +34,7 @@ class BufferContent:
     chunks: dict[str, list[pa.Table]] = field(default_factory=dict)
     rows: int = 0
     nbytes: int = 0
+    token: int = 0  # hands the rows back to ``LiveBuffer.release`` once committed
 
     def table(self, name: str) -> pa.Table | None:
         parts = self.chunks.get(name)
@@ -41,6 +48,10 @@ class LiveBuffer:
         self._lock = threading.Lock()
         self._content = BufferContent()
         self._oldest: float | None = None
+        # Taken by the committer, not yet visible in Iceberg: token -> table -> chunks.
+        self._inflight: dict[int, dict[str, list[pa.Table]]] = {}
+        self._inflight_nbytes = 0
+        self._tokens = 0
 
     def append(self, table_name: str, rows: pa.Table, now: float) -> None:
         if rows.num_rows == 0:
@@ -54,44 +65,76 @@ class LiveBuffer:
 
     @property
     def rows(self) -> int:
+        """Rows waiting for a commit (not counting those being committed)."""
         return self._content.rows
 
     @property
     def nbytes(self) -> int:
-        """Bytes of Arrow data buffered (what a commit would give back)."""
-        return self._content.nbytes
+        """Bytes of Arrow data held, waiting or being committed (what commits will give back)."""
+        return self._content.nbytes + self._inflight_nbytes
 
     def age(self, now: float) -> float:
         oldest = self._oldest
         return 0.0 if oldest is None else now - oldest
 
     def take(self) -> BufferContent:
-        """Swap everything out. The caller holds the lock under which rows are appended together with
-        their offsets, so what it reads as "consumed up to" matches exactly what it took."""
+        """Swap everything out for committing. The caller holds the lock under which rows are appended
+        together with their offsets, so what it reads as "consumed up to" matches exactly what it
+        took. The rows stay readable (in flight) until ``release``."""
         with self._lock:
             content, self._content, self._oldest = self._content, BufferContent(), None
+            if content.rows:
+                self._tokens += 1
+                content.token = self._tokens
+                self._inflight[content.token] = dict(content.chunks)
+                self._inflight_nbytes += content.nbytes
         return content
 
-    def drop_partitions(self, table_name: str, partitions: set[int]) -> int:
-        """Forget rows of partitions this process no longer owns; returns how many were dropped."""
+    def release(self, token: int, table_name: str | None = None) -> None:
+        """Forget taken rows whose commit is now visible: one table's, or (``None``) all that are left."""
         with self._lock:
-            kept: list[pa.Table] = []
-            dropped = 0
-            mask_values = pa.array(sorted(partitions), pa.int32())
-            for chunk in self._content.chunks.get(table_name, []):
-                keep = pc.invert(pc.is_in(chunk["kafka_partition"], mask_values))
-                remaining = chunk.filter(keep)
+            tables = self._inflight.get(token)
+            if tables is None:
+                return
+            names = list(tables) if table_name is None else [table_name]
+            for name in names:
+                for chunk in tables.pop(name, []):
+                    self._inflight_nbytes -= chunk.nbytes
+            if not tables:
+                del self._inflight[token]
+
+    def drop_partitions(self, table_name: str, partitions: set[int]) -> int:
+        """Forget rows of partitions this process no longer owns; returns how many waiting rows were
+        dropped. In-flight rows of those partitions go too: their commit outcome is the new owner's
+        business, and a reader must not get them from two processes."""
+        mask_values = pa.array(sorted(partitions), pa.int32())
+
+        def keep(chunks: list[pa.Table]) -> tuple[list[pa.Table], int, int]:
+            kept, dropped, freed = [], 0, 0
+            for chunk in chunks:
+                remaining = chunk.filter(pc.invert(pc.is_in(chunk["kafka_partition"], mask_values)))
                 dropped += chunk.num_rows - remaining.num_rows
-                self._content.nbytes -= chunk.nbytes - remaining.nbytes
+                freed += chunk.nbytes - remaining.nbytes
                 if remaining.num_rows:
                     kept.append(remaining)
+            return kept, dropped, freed
+
+        with self._lock:
+            kept, dropped, freed = keep(self._content.chunks.get(table_name, []))
             self._content.chunks[table_name] = kept
+            self._content.nbytes -= freed
             self._content.rows -= dropped
             if self._content.rows == 0:
                 self._oldest = None
+            for tables in self._inflight.values():
+                if table_name in tables:
+                    tables[table_name], _, freed = keep(tables[table_name])
+                    self._inflight_nbytes -= freed
             return dropped
 
     def read(self, table_name: str) -> list[pa.Table]:
-        """A consistent copy of the buffered chunks of one table, for fresh reads."""
+        """A consistent copy of one table's chunks, in flight first then waiting: every row consumed
+        and not yet visible in Iceberg (plus, briefly, rows whose commit just landed)."""
         with self._lock:
-            return list(self._content.chunks.get(table_name, []))
+            out = [c for tables in self._inflight.values() for c in tables.get(table_name, [])]
+            return out + self._content.chunks.get(table_name, [])

@@ -36,6 +36,9 @@ def test_take_swaps_out_every_table_and_leaves_the_buffer_empty() -> None:
     assert offsets_of(content.table("quotes")) == [(1, 0), (1, 1)]
     assert content.table("reference_data") is None
     assert buf.rows == 0
+    # Taken rows stay readable until their commit is visible.
+    assert [offsets_of(c) for c in buf.read("trades")] == [[(0, 0), (0, 1), (0, 2)], [(0, 3), (0, 4)]]
+    buf.release(content.token)
     assert buf.read("trades") == [] and buf.read("quotes") == []
     assert buf.take().rows == 0
 
@@ -103,7 +106,7 @@ def test_read_returns_a_copy_unaffected_by_later_take_and_append() -> None:
     buf.append("trades", rows(0, range(0, 2)), now=1.0)
 
     snapshot = buf.read("trades")
-    buf.take()
+    buf.release(buf.take().token)
     buf.append("trades", rows(0, range(2, 4)), now=2.0)
 
     assert [offsets_of(c) for c in snapshot] == [[(0, 0), (0, 1)]]
@@ -119,3 +122,47 @@ def test_read_is_unaffected_by_a_later_drop() -> None:
 
     assert [offsets_of(c) for c in snapshot] == [[(3, 0), (3, 1)]]
     assert buf.read("trades") == []
+
+
+def test_taken_rows_are_read_until_their_table_is_released() -> None:
+    buf = LiveBuffer()
+    buf.append("trades", rows(0, range(0, 2)), now=1.0)
+    buf.append("quotes", rows(1, range(0, 1)), now=1.0)
+    first = buf.take()
+    buf.append("trades", rows(0, range(2, 3)), now=2.0)
+    second = buf.take()
+    buf.append("trades", rows(0, range(3, 4)), now=3.0)
+
+    # In flight (oldest commit first), then waiting: every consumed row, in offset order.
+    assert [o for c in buf.read("trades") for o in offsets_of(c)] == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    assert buf.rows == 1  # only waiting rows count towards the next flush
+
+    buf.release(first.token, "trades")  # trades of the first commit landed; quotes not yet
+    assert [o for c in buf.read("trades") for o in offsets_of(c)] == [(0, 2), (0, 3)]
+    assert offsets_of(buf.read("quotes")[0]) == [(1, 0)]
+    buf.release(first.token, "quotes")
+    buf.release(second.token)
+    assert buf.read("quotes") == []
+    assert [o for c in buf.read("trades") for o in offsets_of(c)] == [(0, 3)]
+    buf.release(second.token)  # releasing twice is harmless
+
+
+def test_held_bytes_include_rows_in_flight_until_released() -> None:
+    buf = LiveBuffer()
+    buf.append("trades", rows(0, range(0, 100)), now=1.0)
+    held = buf.nbytes
+    content = buf.take()
+    assert buf.nbytes == held and content.nbytes == held
+    buf.release(content.token)
+    assert buf.nbytes == 0
+
+
+def test_dropping_a_partition_also_drops_its_rows_in_flight() -> None:
+    buf = LiveBuffer()
+    buf.append("trades", rows(0, range(0, 2)), now=1.0)
+    buf.append("trades", rows(1, range(0, 2)), now=1.0)
+    buf.take()
+
+    buf.drop_partitions("trades", {1})
+
+    assert [o for c in buf.read("trades") for o in offsets_of(c)] == [(0, 0), (0, 1)]

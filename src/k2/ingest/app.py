@@ -34,6 +34,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +57,8 @@ from k2.ingest.dead_letters import DeadLetterRouter
 from k2.ingest.deferred_work import DeferredWork
 from k2.ingest.fetcher import Fetcher
 from k2.ingest.freshness import sample_freshness
+from k2.ingest.live_server import LiveServer, start_live_server
+from k2.ingest.live_view import live_view
 from k2.ingest.load_control import LoadControl, open_shedder
 from k2.ingest.parts import IngestParts, open_parts, stream_of_topic
 from k2.ingest.process import freeze_startup_heap, peak_rss_bytes
@@ -67,6 +70,7 @@ from k2.ingest.warmup import warm_up
 from k2.lake import TABLE_FOR_STREAM, read_offsets
 from k2.lake.tables import GAPS_TABLE
 from k2.live_buffer import LiveBuffer
+from k2.live_protocol import LiveView
 from k2.logs import get_logger
 from k2.shedding import CLASSES
 from k2.validation import ValidationRules, decode_batch
@@ -154,6 +158,8 @@ class IngestApp:
         self.report = IngestReport()
         self._consumer: Consumer | None = None
         self._fetcher: Fetcher | None = None
+        self._live_server: LiveServer | None = None
+        self.live_endpoint: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -171,6 +177,10 @@ class IngestApp:
         )
         fetcher.start()
         self._committer.start()
+        if self._s.live.enabled:
+            self._live_server, self.live_endpoint = start_live_server(
+                self._s.live, self._live_view, self._live_facts
+            )
         last_data = time.monotonic()
         last_log = last_status = last_data
         try:
@@ -227,6 +237,8 @@ class IngestApp:
             self._committer.flush_now()
             self._commit_advisory()
         finally:
+            if self._live_server is not None:
+                self._live_server.stop()
             fetcher.stop()
             self._committer.stop()
             self._consumer.close()
@@ -241,6 +253,24 @@ class IngestApp:
         summary = {k: v for k, v in self.report.as_dict().items() if k not in ("freshness", "level_timeline")}
         self._log.info("ingest_stopped", **summary)
         return self.report
+
+    # -- the live endpoint (k2.ingest.live_server) ---------------------------------------------
+
+    def _live_view(self, table: str) -> LiveView | None:
+        stream = next((s for s, t in TABLE_FOR_STREAM.items() if t == table), None)
+        if stream is None:
+            return None
+        with self._lock:
+            positions = {
+                p: (part.committed, part.consumed)
+                for (topic, p), part in self._parts.items()
+                if self._stream_of[topic] == stream
+            }
+            return live_view(table, stream, positions, self.buffer, self._live_facts())
+
+    def _live_facts(self) -> dict[str, Any]:
+        level = self._control.level
+        return {"writer": self.writer_id, "pid": os.getpid(), "level": int(level), "level_name": level.name}
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -707,6 +737,7 @@ class IngestApp:
             backfilled=self.report.backfilled,
             deferred_lost=self.report.deferred_lost,
             partitions=sorted(f"{t}[{p}]" for t, p in owned),
+            live_endpoint=self.live_endpoint,
         )
         try:
             write_status(self._s.ingest.status_dir, status)

@@ -7,7 +7,8 @@ or when asked (idle exit, shutdown, revoke).
 
 One flush, in order:
 1. under the ingest lock, swap the buffer out together with each partition's consumed position
-   and the tracker's changed gap records, so rows, offsets and gaps describe the same moment;
+   and the tracker's changed gap records, so rows, offsets and gaps describe the same moment
+   (the taken rows stay readable in the buffer until step 3 has made them visible in Iceberg);
 2. flush the DLQ producer: every refused message up to those offsets is safely in Kafka;
 3. per table, append rows + offsets in one snapshot (``TableWriter`` checks continuity); the
    tables are committed in parallel threads (sorting and Parquet encoding release the GIL), so
@@ -212,6 +213,8 @@ class Committer:
                 for f in futures:
                     f.result()
             self._write_gaps(work.streams)
+            # Every table's commit is visible: nothing taken in this flush needs the buffer now.
+            self._buffer.release(work.content.token)
 
     def _commit_stream(self, content: BufferContent, s: StreamWork) -> None:
         writer = self._writers[s.stream]
@@ -235,6 +238,8 @@ class Committer:
                 self._commits_by_table.get(writer.name, 0) + 1
             )
         self._on_committed(s)
+        # The commit is visible and the offsets moved on: readers now find these rows in Iceberg.
+        self._buffer.release(content.token, writer.name)
         _log.info(
             "committed",
             table=writer.name,

@@ -38,6 +38,7 @@ class IngestStatus:
     backfilled: int
     deferred_lost: int
     partitions: list[str] = field(default_factory=list)
+    live_endpoint: str | None = None  # grpc://host:port serving this process's live buffer
 
 
 def write_status(directory: Path, status: IngestStatus) -> Path:

@@ -50,13 +50,13 @@ def _decode(raw: str) -> dict[str, dict[int, int]]:
     return {t: {int(p): int(o) for p, o in ps.items()} for t, ps in data.items()}
 
 
-def read_offsets(table: Table) -> StoredOffsets:
-    """Walk back from the current snapshot to the newest one carrying k2 offsets.
+def read_offsets(table: Table, snapshot_id: int | None = None) -> StoredOffsets:
+    """Walk back from the current snapshot (or ``snapshot_id``) to the newest one carrying k2 offsets.
 
     Raises ``OffsetsMissing`` when the table has rows but no such snapshot is reachable: resuming
     from Kafka's group offsets or from the beginning would silently lose or duplicate rows.
     """
-    current = table.current_snapshot()
+    current = table.current_snapshot() if snapshot_id is None else table.snapshot_by_id(snapshot_id)
     snap = current
     while snap is not None:
         raw = snap.summary[OFFSETS_KEY] if snap.summary is not None else None
