@@ -4,8 +4,8 @@ Exactly-once rests on three rules kept here:
 - the resume position is the offsets stored in the Iceberg snapshot (``on_assign`` seeks to them);
   Kafka's group offsets are committed only as an advisory signal for lag;
 - a partition's sequencing state, buffered rows and offsets move with its assignment: they are
-  rebuilt from Iceberg on assign and dropped on revoke (after any in-flight commit has finished),
-  so several ingest processes can share one consumer group;
+  rebuilt from Iceberg on assign, and committed then dropped on revoke (a clean handover; a lost
+  partition is dropped without committing), so several ingest processes can share one group;
 - the committer thread is the only writer, and it checks offset continuity on every commit.
 
 Three threads: the fetch thread calls ``consume`` (and so runs the rebalance callbacks), this
@@ -85,6 +85,7 @@ class _Partition:
     sequencing: PartitionSequencing
     committed: int | None  # next offset stored in Iceberg (None: nothing stored yet)
     consumed: int | None = None  # next offset after the last message taken into the buffer
+    revoking: bool = False  # being handed over: batches fetched before the revoke are not taken
 
     def position(self) -> int | None:
         return self.consumed if self.consumed is not None else self.committed
@@ -368,7 +369,9 @@ class IngestApp:
             states = {
                 p: part.sequencing
                 for p in owned_now
-                if (part := self._parts.get((topic, p))) is not None and part is generation.get((topic, p))
+                if (part := self._parts.get((topic, p))) is not None
+                and part is generation.get((topic, p))
+                and not part.revoking
             }
             rows = decoded.rows
             if len(states) < len(owned_now):
@@ -693,7 +696,22 @@ class IngestApp:
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        with self._committer.commit_lock:  # let an in-flight commit land before giving partitions up
+        """Hand the partitions over cleanly: commit what is buffered, then forget them.
+
+        The next owner then starts exactly where this process stopped, nothing is read twice, and
+        a reader never finds those rows in neither place (``docs/hybrid-read.md``). Batches fetched
+        before the revoke but not yet processed are left to the next owner (``revoking``).
+        """
+        with self._lock:
+            for tp in partitions:
+                part = self._parts.get((tp.topic, tp.partition))
+                if part is not None:
+                    part.revoking = True
+        try:
+            self._committer.flush_now(then=lambda: self._forget(partitions))
+        except Exception as e:  # the loop stops ingest on it; the partitions are forgotten anyway
+            self._log.error("revoke_commit_failed", error=str(e), exception=type(e).__name__)
+            self._committer.error = e
             self._forget(partitions)
         consumer.unassign()
 

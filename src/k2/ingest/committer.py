@@ -163,9 +163,13 @@ class Committer:
             self._flush_requested = True
             self._wake.notify_all()
 
-    def flush_now(self) -> None:
-        """Flush on the caller's thread (used at shutdown and on revoke), serialised with the thread."""
-        self._flush()
+    def flush_now(self, then: Callable[[], None] | None = None) -> None:
+        """Flush on the caller's thread (used at shutdown and on revoke), serialised with the thread;
+        ``then`` runs before any other flush may start (a revoke forgets its partitions there)."""
+        with self.commit_lock:
+            self._flush_locked()
+            if then is not None:
+                then()
 
     def stop(self) -> None:
         with self._wake:
@@ -197,24 +201,27 @@ class Committer:
 
     def _flush(self) -> None:
         with self.commit_lock:
-            work = self._collect()
-            if not any(s.offsets or s.gaps or s.ledger_changed for s in work.streams):
-                return
-            self._dlq.flush()
-            if self._ingest.debug_commit_delay_s:  # slow storage, simulated (benchmarks, tests)
-                time.sleep(self._ingest.debug_commit_delay_s)
-            todo = [s for s in work.streams if s.offsets or s.ledger_changed]
-            if len(todo) == 1:
-                self._commit_stream(work.content, todo[0])
-            elif todo:
-                with ThreadPoolExecutor(len(todo), thread_name_prefix="k2-commit") as pool:
-                    futures = [pool.submit(self._commit_stream, work.content, s) for s in todo]
-                # Every table's commit has finished (landed or failed) before an error is raised.
-                for f in futures:
-                    f.result()
-            self._write_gaps(work.streams)
-            # Every table's commit is visible: nothing taken in this flush needs the buffer now.
-            self._buffer.release(work.content.token)
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        work = self._collect()
+        if not any(s.offsets or s.gaps or s.ledger_changed for s in work.streams):
+            return
+        self._dlq.flush()
+        if self._ingest.debug_commit_delay_s:  # slow storage, simulated (benchmarks, tests)
+            time.sleep(self._ingest.debug_commit_delay_s)
+        todo = [s for s in work.streams if s.offsets or s.ledger_changed]
+        if len(todo) == 1:
+            self._commit_stream(work.content, todo[0])
+        elif todo:
+            with ThreadPoolExecutor(len(todo), thread_name_prefix="k2-commit") as pool:
+                futures = [pool.submit(self._commit_stream, work.content, s) for s in todo]
+            # Every table's commit has finished (landed or failed) before an error is raised.
+            for f in futures:
+                f.result()
+        self._write_gaps(work.streams)
+        # Every table's commit is visible: nothing taken in this flush needs the buffer now.
+        self._buffer.release(work.content.token)
 
     def _commit_stream(self, content: BufferContent, s: StreamWork) -> None:
         writer = self._writers[s.stream]
