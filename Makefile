@@ -1,5 +1,5 @@
 # k2 — the two commands a new user needs:
-#   make run    set up everything, start Kafka, replay the ASX sample, ingest it into Iceberg
+#   make run    set up everything; start Kafka, ingest and the API; replay the ASX sample; serve until Ctrl-C
 #   make test   set up everything and run the whole test suite (what CI runs)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -25,12 +25,7 @@ prometheus:
 	@bash scripts/install-prometheus.sh
 
 run: setup
-	$(K2) broker start
-	@echo "== ingest runs in the background; replaying ASX 10-14 March 2014 at full speed"
-	$(K2) ingest --exit-when-idle 10 & ingest_pid=$$!; \
-	  $(K2) feed replay asx --speed max --report .k2/asx-replay.json; \
-	  wait $$ingest_pid
-	$(K2) tables
+	K2=$(K2) bash scripts/run.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

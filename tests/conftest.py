@@ -11,6 +11,7 @@ Nothing here skips: without java or mvn the broker fixture fails, and so do the 
 from __future__ import annotations
 
 import itertools
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,9 @@ from k2.broker import LocalBroker, delete_topics, ensure_k2_topics
 from k2.config import BrokerSettings, IcebergSettings, IngestSettings, KafkaSettings, Settings, TopicNames
 from k2.errors import BrokerError
 
-BROKER_PORT = 19092
-CONTROLLER_PORT = 19093
+# K2_TEST_BROKER_PORT lets two checkouts (or two engineers) run integration tests side by side.
+BROKER_PORT = int(os.environ.get("K2_TEST_BROKER_PORT", "19092"))
+CONTROLLER_PORT = BROKER_PORT + 1
 PARTITIONS = 6
 
 _HERE = Path(__file__).parent

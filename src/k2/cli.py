@@ -27,6 +27,8 @@ feed_app.add_typer(replay_app, name="replay")
 app.add_typer(bench_app, name="bench")
 tiers_app = typer.Typer(no_args_is_help=True, help="Symbol tiers for load shedding.")
 app.add_typer(tiers_app, name="tiers")
+query_app = typer.Typer(no_args_is_help=True, help="Ask a running k2 api (prints a table).")
+app.add_typer(query_app, name="query")
 
 console = Console(stderr=True)
 ConfigOption = Annotated[
@@ -291,6 +293,120 @@ def _run_ingest(
         _fail(str(e), 3)
 
 
+# -- the API and its terminal client ------------------------------------------------------------
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Listen address (default api.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default api.port).")] = None,
+) -> None:
+    """Serve the query API (REST + sandboxed SQL over Iceberg ∪ every ingest's live buffer)."""
+    from k2.api.app import create_app
+    from k2.api.server import serve
+    from k2.query.engine import open_engine
+
+    settings = _settings()
+    api_settings = settings.api.model_copy(
+        update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    )
+    try:
+        engine = open_engine(settings)
+    except K2Error as e:
+        _fail(str(e), 3)
+    console.print(f"k2 api on http://{api_settings.host}:{api_settings.port} (docs at /docs)")
+    serve(create_app(engine, api_settings), api_settings)
+
+
+UrlOption = Annotated[str | None, typer.Option("--url", help="API base URL (default from api.host/port).")]
+KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="K2_API_KEY", help="X-API-Key.")]
+
+
+def _ask(url: str | None, api_key: str | None, call: Any, columns: list[str] | None = None) -> None:
+    """Run ``call(client)`` against the API and print its answer (``columns`` of it, if given, to
+    fit a terminal); errors become one CLI line."""
+    import httpx
+
+    from k2.query.client import K2Client, render
+
+    settings = _settings()
+    base = url or f"http://{settings.api.host}:{settings.api.port}"
+    try:
+        with K2Client(base, api_key=api_key) as client:
+            table, coverage = call(client)
+    except K2Error as e:
+        _fail(str(e))
+    except httpx.HTTPError as e:
+        _fail(f"cannot reach the k2 api at {base}: {e}")
+    if columns:
+        table = table.select([c for c in columns if c in table.column_names])
+    console.print(render(table, coverage))
+
+
+@query_app.command("trades")
+def query_trades(
+    symbol: Annotated[str, typer.Argument(help="e.g. BHP")],
+    last: Annotated[int | None, typer.Option(help="The newest N trades.")] = 20,
+    day: Annotated[str | None, typer.Option(help="Trading day (exchange-local), YYYY-MM-DD.")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Trades of one symbol (the newest ``--last`` by default)."""
+    params = {"symbol": symbol, "last": last, "day": day}
+    _ask(
+        url,
+        api_key,
+        lambda c: c.trades(**{k: v for k, v in params.items() if v is not None}),
+        ["ts", "exchange", "symbol", "price", "qty", "conditions", "session", "seq"],
+    )
+
+
+@query_app.command("bars")
+def query_bars(
+    symbol: Annotated[str, typer.Argument(help="e.g. BHP")],
+    day: Annotated[str, typer.Option(help="Trading day (exchange-local), YYYY-MM-DD.")],
+    interval: Annotated[str, typer.Option(help="1-SECOND-LAST ... 1-DAY-LAST")] = "1-MINUTE-LAST",
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """OHLCV bars of one symbol for one trading day."""
+    _ask(url, api_key, lambda c: c.bars(symbol, interval, day=day))
+
+
+@query_app.command("vwap")
+def query_vwap(
+    day: Annotated[str, typer.Option(help="Trading day (exchange-local), YYYY-MM-DD.")],
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated; default all.")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """VWAP per symbol for one trading day."""
+    wanted = symbols.split(",") if symbols else None
+    _ask(url, api_key, lambda c: c.vwap(wanted, day=day))
+
+
+@query_app.command("snapshot")
+def query_snapshot(
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated; default all.")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Last trade and best bid/ask per symbol."""
+    _ask(url, api_key, lambda c: c.snapshot(symbols.split(",") if symbols else None))
+
+
+@query_app.command("sql")
+def query_sql(
+    text: Annotated[
+        str, typer.Argument(help="One SELECT over trades, quotes, reference_data, sequence_gaps.")
+    ],
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Run one read-only SQL SELECT (history ∪ live)."""
+    _ask(url, api_key, lambda c: c.sql(text))
+
+
 # -- benchmarks ---------------------------------------------------------------------------------
 
 
@@ -388,6 +504,48 @@ def tables() -> None:
             "offsets": stored.by_topic,
         }
     typer.echo(json.dumps(out, indent=2))
+
+
+@app.command("wait-landed")
+def wait_landed(
+    report: Annotated[Path, typer.Option(help="A feed report (k2 feed ... --report) to wait for.")],
+    timeout: Annotated[float, typer.Option(help="Give up after S seconds.")] = 300.0,
+) -> None:
+    """Wait until every table holds at least the rows a feed report says were produced validly."""
+    import time
+
+    import msgspec
+
+    from k2.feeds.report import FeedReport
+    from k2.lake import TABLE_FOR_STREAM, ensure_tables, open_catalog
+
+    settings = _settings()
+    wanted = msgspec.json.decode(report.read_bytes(), type=FeedReport).counts
+    tables = ensure_tables(open_catalog(settings.iceberg), settings.iceberg)
+    deadline = time.monotonic() + timeout
+    while True:
+        have: dict[str, int] = {}
+        for stream, name in TABLE_FOR_STREAM.items():
+            tables[name].refresh()
+            snap = tables[name].current_snapshot()
+            have[stream] = int(snap.summary["total-records"] or 0) if snap and snap.summary else 0
+        if all(have.get(k, 0) >= n for k, n in wanted.items()):
+            console.print(f"landed: {have}")
+            return
+        if time.monotonic() > deadline:
+            _fail(f"after {timeout:g} s the tables hold {have}, the feed produced {wanted}")
+        time.sleep(1.0)
+
+
+@app.command("config-value")
+def config_value(key: Annotated[str, typer.Argument(help="section.key, e.g. api.port")]) -> None:
+    """Print one setting's value (for scripts)."""
+    value: Any = _settings()
+    for part in key.split("."):
+        if not hasattr(value, part):
+            _fail(f"no setting {key}")
+        value = getattr(value, part)
+    typer.echo(value)
 
 
 @app.command()
