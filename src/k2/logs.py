@@ -16,7 +16,11 @@ def configure_logging(cfg: LogSettings) -> None:
     level = logging.getLevelName(cfg.level.upper())
     use_json = cfg.format == "json" or (cfg.format == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if use_json
+        # Plain tracebacks: the rich default prints every frame's local variables, which is slow
+        # and would put secrets (an API key in a request) into the log.
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[

@@ -94,3 +94,59 @@ def _count_while_rebalancing(
     assert Counter({row["symbol"]: row["n"] for row in final["rows"]}) == produced
     assert all(previous[s] <= n for s, n in produced.items())
     assert answers >= 20 and live_answers >= 5, (answers, live_answers)
+
+
+def test_an_ingest_process_that_stops_answering_does_not_hang_the_api_and_is_named(
+    k2_settings: Settings, tmp_path: Path
+) -> None:
+    """SIGSTOP the only ingest process: the API answers within its timeout from history, names the
+    partitions whose live part is missing, opens the breaker (later answers are immediate), and
+    once the process runs again the answers are complete again."""
+    ingest = k2_settings.ingest.model_copy(update={"flush_rows": 1_000_000, "flush_seconds": 120.0})
+    live = k2_settings.live.model_copy(
+        update={"timeout_s": 0.5, "breaker_failures": 2, "breaker_reset_s": 2.0}
+    )
+    settings = k2_settings.model_copy(update={"ingest": ingest, "live": live})
+    proc = start_ingest(settings, tmp_path / "ingest.log", "--writer-id", "stopped")
+    try:
+        simulate(settings, SimulatorConfig(seed=9, tier1=2, tier2=2, tier3=2, messages=5_000), progress=False)
+        client = TestClient(create_app(open_engine(settings), settings.api))
+        query = {"sql": "SELECT count(*) AS n FROM trades"}
+        deadline = time.monotonic() + 60
+        while True:  # until the buffered rows are visible through the live part
+            r = client.post("/v1/sql", json=query)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            if body["rows"][0]["n"] > 0 and body["coverage"]["live_from"]:
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.5)
+        live_count = body["rows"][0]["n"]
+        assert body["coverage"]["complete"] is True
+
+        proc.send_signal(signal.SIGSTOP)
+        timings = []
+        for _ in range(4):
+            t0 = time.monotonic()
+            body = client.post("/v1/sql", json=query).json()
+            timings.append(time.monotonic() - t0)
+            assert body["coverage"]["complete"] is False
+            assert any(m.startswith("trades/") for m in body["coverage"]["live_missing"]), body["coverage"]
+            assert body["rows"][0]["n"] == 0  # nothing committed yet: history alone is empty
+        assert max(timings) < 0.5 + 1.5, timings  # never hangs past the timeout
+        assert timings[-1] < 0.3, timings  # the breaker is open: no waiting at all
+
+        proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while True:  # the breaker half-opens after breaker_reset_s and closes on success
+            body = client.post("/v1/sql", json=query).json()
+            if body["coverage"]["complete"]:
+                break
+            assert time.monotonic() < deadline, body["coverage"]
+            time.sleep(0.5)
+        assert body["rows"][0]["n"] == live_count
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(signal.SIGTERM)
+        if proc.wait(timeout=60) is None:
+            proc.kill()

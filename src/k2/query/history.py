@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.conversions import from_bytes
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.manifest import DataFileContent, ManifestContent, ManifestEntry
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
@@ -121,7 +122,12 @@ class History:
         Raises:
             QueryRejected: ``as_of`` names no snapshot the table still keeps.
         """
-        table = self.load(name)
+        try:
+            table = self.load(name)
+        except NoSuchTableError:  # ingest has not created it yet: nothing stored
+            if as_of is not None:
+                raise QueryRejected("unknown_snapshot", f"{name} has no snapshots yet") from None
+            return PinnedTable(name, None, {}, DeferredLedger())
         snap = _choose(table, as_of)
         if snap is None:
             return PinnedTable(name, None, {}, DeferredLedger())
