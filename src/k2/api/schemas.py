@@ -29,7 +29,7 @@ class SqlRequest(BaseModel):
             "examples": [
                 {
                     "sql": "SELECT symbol, count(*) AS trades, sum(qty) AS volume FROM trades "
-                    "WHERE session = DATE '2014-03-11' GROUP BY symbol ORDER BY volume DESC",
+                    "WHERE session = 20140311 GROUP BY symbol ORDER BY volume DESC",
                     "max_rows": 100,
                 }
             ]

@@ -130,11 +130,16 @@ class Engine:
         as_of: AsOf | None,
         mode: str = "all",
         want: int | None = None,
+        exchange: str | None = None,
+        session: int | None = None,
     ) -> _Read:
-        """``mode``: "all" rows in range; "newest": at least the newest ``want``; "last": the last
-        row of each symbol (per history file; the caller picks the newest)."""
+        """``mode``: "all" rows in range; "newest": at least the newest ``want`` of ``exchange``
+        and ``session`` (the caller filters by them); "last": the last row of each symbol and
+        exchange (per history file; the caller picks the newest)."""
         live = self._live_part(table, symbols, start_us, end_us, as_of)
-        history = self._history_rows(live.pinned, symbols, start_us, end_us, mode, want, live.rows_list)
+        history = self._history_rows(
+            live.pinned, symbols, start_us, end_us, mode, want, live.rows_list, exchange, session
+        )
         schema = market_arrow_schema(MARKET_TABLES[table])
         parts = [t.select(schema.names).cast(schema) for t in [*history, *live.rows_list] if t.num_rows]
         live.read.rows = pa.concat_tables(parts) if parts else schema.empty_table()
@@ -195,6 +200,8 @@ class Engine:
         mode: str,
         want: int | None,
         live_rows: list[pa.Table],
+        exchange: str | None = None,
+        session: int | None = None,
     ) -> list[pa.Table]:
         files = [f for f in pinned.files if f.may_hold(start_us, end_us, symbols)]
         if mode == "last":
@@ -202,9 +209,14 @@ class Engine:
         if not (mode == "newest" and want):
             return [self._cache.get(f.path).rows(symbols, start_us, end_us) for f in files]
         # Newest N: read files newest first and stop once N rows are newer than any file left.
+        # Only rows the caller keeps (exchange, session) count towards N, or the answer is short.
         files.sort(key=lambda f: f.ts_max if f.ts_max is not None else 2**62, reverse=True)
         out: list[pa.Table] = []
-        ts_seen: list[np.ndarray] = [t["ts"].cast(pa.int64()).to_numpy() for t in live_rows if t.num_rows]
+
+        def kept_ts(t: pa.Table) -> np.ndarray:
+            return _filter(t, exchange, session)["ts"].cast(pa.int64()).to_numpy()
+
+        ts_seen: list[np.ndarray] = [kept_ts(t) for t in live_rows if t.num_rows]
         for f in files:
             if ts_seen and sum(len(a) for a in ts_seen) >= want:
                 all_ts = np.concatenate(ts_seen)
@@ -214,7 +226,7 @@ class Engine:
             part = self._cache.get(f.path).rows(symbols, start_us, end_us)
             if part.num_rows:
                 out.append(part)
-                ts_seen.append(part["ts"].cast(pa.int64()).to_numpy())
+                ts_seen.append(kept_ts(part))
         return out
 
     def _coverage(
@@ -239,7 +251,7 @@ class Engine:
 
     def _open_gaps(self, tables: list[str], symbols: frozenset[str] | None) -> int:
         gaps = self._gaps_table(None)
-        if gaps.num_rows == 0:
+        if gaps.num_rows == 0 or not tables:
             return 0
         mask = pc.and_(pc.equal(gaps["status"], "open"), pc.is_in(gaps["table"], pa.array(tables)))
         if symbols:
@@ -282,7 +294,8 @@ class Engine:
         limit = min(limit, self._s.max_rows)
         if last is not None and not 1 <= last <= self._s.max_rows:
             raise QueryRejected("bad_parameter", f"last must be 1..{self._s.max_rows}")
-        r = self._read(table, symbols, start, end, as_of, "newest" if last is not None else "all", last)
+        mode = "newest" if last is not None else "all"
+        r = self._read(table, symbols, start, end, as_of, mode, last, exchange, session)
         rows = _filter(r.rows, exchange, session)
         rows = rows.sort_by(
             [("ts", "ascending"), ("kafka_partition", "ascending"), ("kafka_offset", "ascending")]
@@ -328,7 +341,7 @@ class Engine:
             SELECT {start_expr} AS bar_start, any_value(exchange) AS exchange, any_value(symbol) AS symbol,
                    min(session) AS trading_day,
                    first(price ORDER BY ts, seq) AS open, max(price) AS high, min(price) AS low,
-                   last(price ORDER BY ts, seq) AS close, sum(qty) AS volume,
+                   last(price ORDER BY ts, seq) AS close, CAST(sum(qty) AS BIGINT) AS volume,
                    sum(price * qty) / sum(qty) AS vwap, count(*) AS trades
             FROM (SELECT *, {bucket} AS b FROM t) GROUP BY b, exchange ORDER BY bar_start
         """
@@ -345,7 +358,7 @@ class Engine:
         rows = _filter(r.rows, exchange, session).select(["exchange", "symbol", "session", "price", "qty"])
         sql = """
             SELECT exchange, symbol, session AS trading_day, sum(price * qty) / sum(qty) AS vwap,
-                   sum(qty) AS volume, count(*) AS trades
+                   CAST(sum(qty) AS BIGINT) AS volume, count(*) AS trades
             FROM t GROUP BY exchange, symbol, session ORDER BY symbol, trading_day, exchange
         """
         out, truncated = self._run(sql, {"t": rows}, self._s.max_rows)

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -30,6 +31,7 @@ __all__ = ["CachedFile", "FileCache"]
 class CachedFile:
     table: pa.Table  # sorted by (symbol, ts)
     index: dict[str, tuple[int, int]]  # symbol -> [start, stop) row range
+    one_exchange: bool = True  # every row has the same exchange (the common case)
 
     def rows(
         self, symbols: frozenset[str] | None, start_us: int | None = None, end_us: int | None = None
@@ -58,15 +60,30 @@ class CachedFile:
         return part.filter(mask)
 
     def last_rows(self, symbols: frozenset[str] | None) -> pa.Table:
-        """The last row (latest ``ts``) of each symbol in this file: rows are sorted by (symbol, ts)."""
+        """The last row (latest ``ts``) of each symbol and exchange in this file: rows are sorted by
+        (symbol, ts), so a symbol's last row is its range's last unless it trades on several
+        exchanges (then each exchange's last row is kept, or the snapshot would lose a venue)."""
         wanted = self.index if symbols is None else {s: self.index[s] for s in symbols if s in self.index}
-        return self.table.take(pa.array([stop - 1 for _, stop in wanted.values()], pa.int64()))
+        if self.one_exchange:
+            return self.table.take(pa.array([stop - 1 for _, stop in wanted.values()], pa.int64()))
+        n = self.table.num_rows
+        symbol_code = np.zeros(n, np.int64)
+        for code, (start, stop) in enumerate(self.index.values()):
+            symbol_code[start:stop] = code
+        venue = pc.dictionary_encode(self.table["exchange"]).combine_chunks().indices.to_numpy()
+        key = symbol_code * (int(venue.max()) + 1) + venue
+        _, first_from_end = np.unique(key[::-1], return_index=True)
+        last = np.sort(n - 1 - first_from_end)
+        wanted_codes = [code for code, s in enumerate(self.index) if s in wanted]
+        last = last[np.isin(symbol_code[last], wanted_codes)]
+        return self.table.take(pa.array(last, pa.int64()))
 
 
 def _load(data: pa.Table) -> CachedFile:
     sym = data["symbol"]
     if data.num_rows > 1 and not pc.all(pc.less_equal(sym[:-1], sym[1:])).as_py():
-        data = data.sort_by([("symbol", "ascending"), ("ts", "ascending")])
+        # sequence_gaps files come through here too, and have no ts.
+        data = data.sort_by([(c, "ascending") for c in ("symbol", "ts") if c in data.column_names])
         sym = data["symbol"]
     counts = pc.value_counts(sym)  # first-occurrence order == sorted order for sorted input
     index: dict[str, tuple[int, int]] = {}
@@ -74,7 +91,8 @@ def _load(data: pa.Table) -> CachedFile:
     for value, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True):
         index[value] = (start, start + n)
         start += n
-    return CachedFile(data.combine_chunks(), index)
+    one_exchange = "exchange" not in data.column_names or pc.count_distinct(data["exchange"]).as_py() <= 1
+    return CachedFile(data.combine_chunks(), index, one_exchange)
 
 
 class FileCache:

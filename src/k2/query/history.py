@@ -131,10 +131,13 @@ class History:
         snap = _choose(table, as_of)
         if snap is None:
             return PinnedTable(name, None, {}, DeferredLedger())
-        stored = read_offsets(table, snap.snapshot_id)
         topic = self._topic_of.get(name)
-        offsets = stored.for_topic(topic) if topic else {}
-        return PinnedTable(name, snap.snapshot_id, offsets, stored.deferred, self._files(table, snap))
+        if topic is None:  # sequence_gaps: rewritten by the committer, it stores no Kafka offsets
+            return PinnedTable(name, snap.snapshot_id, {}, DeferredLedger(), self._files(table, snap))
+        stored = read_offsets(table, snap.snapshot_id)
+        return PinnedTable(
+            name, snap.snapshot_id, stored.for_topic(topic), stored.deferred, self._files(table, snap)
+        )
 
     def _files(self, table: Table, snap: Snapshot) -> tuple[DataFileInfo, ...]:
         key = (table.name()[-1], snap.snapshot_id)
