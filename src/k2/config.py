@@ -145,6 +145,10 @@ class IngestSettings(_Section):
     processes: int = Field(default=1, ge=1, le=64)
     # Each process rewrites its status here about every second (``k2 status`` reads them).
     status_dir: Path = Path(".k2/status")
+    # Each process serves Prometheus metrics at http://metrics_host:metrics_port/metrics and writes
+    # that address in its status file. Port 0: any free port (each of ``processes`` gets its own).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     # The report keeps the newest this many freshness samples (32 a batch at most; benchmarks
     # that want a whole long run raise it).
     freshness_samples: int = Field(default=50_000, ge=0)

@@ -15,12 +15,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from k2.api.app import create_app
 from k2.config import Settings
 from k2.feeds.report import FeedReport
 from k2.feeds.simulator import SimulatorConfig, simulate
+from k2.ingest.status import read_statuses
 from k2.query.engine import open_engine
 from lake_probe import start_ingest
 
@@ -123,6 +126,7 @@ def test_an_ingest_process_that_stops_answering_does_not_hang_the_api_and_is_nam
             time.sleep(0.5)
         live_count = body["rows"][0]["n"]
         assert body["coverage"]["complete"] is True
+        _assert_ingest_metrics_show_the_buffer(settings, live_count)
 
         proc.send_signal(signal.SIGSTOP)
         timings = []
@@ -150,3 +154,18 @@ def test_an_ingest_process_that_stops_answering_does_not_hang_the_api_and_is_nam
         proc.send_signal(signal.SIGTERM)
         if proc.wait(timeout=60) is None:
             proc.kill()
+
+
+def _assert_ingest_metrics_show_the_buffer(settings: Settings, buffered_trades: int) -> None:
+    """The process advertises its /metrics in its status file, and a scrape shows what it holds."""
+    (status,) = read_statuses(settings.ingest.status_dir)
+    assert status.metrics_endpoint, status
+    text = httpx.get(status.metrics_endpoint, timeout=5).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("k2_ingest_live_buffer_rows", ())] >= buffered_trades
+    consumed = sum(v for (name, _), v in samples.items() if name == "k2_ingest_messages_consumed_total")
+    assert consumed >= buffered_trades

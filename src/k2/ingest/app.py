@@ -60,6 +60,7 @@ from k2.ingest.freshness import sample_freshness
 from k2.ingest.live_server import LiveServer, start_live_server
 from k2.ingest.live_view import live_view
 from k2.ingest.load_control import LoadControl, open_shedder
+from k2.ingest.metrics import IngestCollector, MetricsServer, PartitionFacts, start_metrics_server
 from k2.ingest.parts import IngestParts, open_parts, stream_of_topic
 from k2.ingest.process import freeze_startup_heap, peak_rss_bytes
 from k2.ingest.report import IngestReport
@@ -72,6 +73,7 @@ from k2.lake.tables import GAPS_TABLE
 from k2.live_buffer import LiveBuffer
 from k2.live_protocol import LiveView
 from k2.logs import get_logger
+from k2.observability import IngestMetrics
 from k2.shedding import CLASSES
 from k2.validation import ValidationRules, decode_batch
 
@@ -128,6 +130,7 @@ class IngestApp:
         self._lock = threading.RLock()
         self._parts: dict[tuple[str, int], _Partition] = {}
         self.buffer = LiveBuffer()
+        self.metrics = IngestMetrics()
         self._letters = DeadLetterRouter(
             parts.dlq, settings.kafka.bootstrap_servers, settings.kafka.client_properties
         )
@@ -141,6 +144,7 @@ class IngestApp:
             ing,
             settings.iceberg,
             self._set_aside,
+            self.metrics,
         )
         self._control = LoadControl(
             settings.degradation, memory_budget(settings.degradation.memory_budget_bytes), self.writer_id
@@ -161,6 +165,19 @@ class IngestApp:
         self._fetcher: Fetcher | None = None
         self._live_server: LiveServer | None = None
         self.live_endpoint: str | None = None
+        self._collector = IngestCollector(
+            writer=self.writer_id,
+            report=self.report,
+            committer=self._committer,
+            dlq=parts.dlq,
+            control=self._control,
+            buffer=self.buffer,
+            partitions=self._partition_facts,
+            paused=lambda: self._paused,
+        )
+        self.metrics.register(self._collector)
+        self._metrics_server: MetricsServer | None = None
+        self.metrics_endpoint: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -182,6 +199,13 @@ class IngestApp:
             self._live_server, self.live_endpoint = start_live_server(
                 self._s.live, self._live_view, self._live_facts
             )
+        self._metrics_server = start_metrics_server(
+            ing.metrics_host,
+            ing.metrics_port,
+            self.metrics.registry,
+            on_error=lambda e: self.metrics.error("metrics_server", e),
+        )
+        self.metrics_endpoint = self._metrics_server.endpoint
         last_data = time.monotonic()
         last_log = last_status = last_data
         try:
@@ -240,6 +264,8 @@ class IngestApp:
         finally:
             if self._live_server is not None:
                 self._live_server.stop()
+            if self._metrics_server is not None:
+                self._metrics_server.stop()
             fetcher.stop()
             self._committer.stop()
             self._consumer.close()
@@ -312,6 +338,7 @@ class IngestApp:
                 err = m.error()
                 if err is not None and (err.fatal() or err.code() != KafkaError._PARTITION_EOF):
                     self._log.warning("consume_error", error=str(err))
+                    self.metrics.error("consume", err.name())
             msgs = [m for m in msgs if m.error() is None]
         by_topic: dict[str, list[Message]] = defaultdict(list)
         topics = list(map(Message.topic, msgs))
@@ -321,6 +348,7 @@ class IngestApp:
             for t, m in zip(topics, msgs, strict=True):
                 by_topic[t].append(m)
         for topic, batch in by_topic.items():
+            self.metrics.consumed.labels(self._table_of(topic)).inc(len(batch))
             self._process_topic(topic, batch, generation)
         self.report.consumed += len(msgs)
 
@@ -361,6 +389,7 @@ class IngestApp:
         decoded = decode_batch(stream, values, partitions, offsets, self._rules, now_us)
         if decoded.rejects:
             self._count_rejected(topic, self._letters.refused(topic, msgs, decoded.rejects))
+            self.metrics.dead_lettered(self._table_of(topic), ((r.stage, r.rule) for r in decoded.rejects))
         # The batch's partitions (shedding only removes messages, never a partition's span).
         owned_now = set(last_offset) if backfill is None else {backfill.partition}
         with self._lock:
@@ -397,19 +426,23 @@ class IngestApp:
                 self._deferred.backfilled(topic, backfill.partition, backfill.first, backfill.read_to, n)
                 self.report.backfilled += outcome.rows.num_rows
         if backfill is None and msgs:
-            sample_freshness(
-                self.report.freshness,
-                msgs,
-                lambda key: self._class_of(stream, key),
-                time.time(),
-                self._s.ingest.freshness_samples,
-            )
+            fresh: list[tuple[float, str, float]] = []  # this batch's samples (<= 32 or so)
+            sample_freshness(fresh, msgs, lambda key: self._class_of(stream, key), time.time(), len(msgs))
+            self.metrics.observe_freshness(fresh)
+            _keep_newest(self.report.freshness, fresh, self._s.ingest.freshness_samples)
         self.report.duplicates += outcome.duplicates
         if outcome.unplaceable.num_rows:
-            self.report.unplaceable += self._letters.unplaceable(topic, msgs, outcome.unplaceable)
+            n = self._letters.unplaceable(topic, msgs, outcome.unplaceable)
+            self.report.unplaceable += n
+            self.metrics.dead_letters.labels(self._table_of(topic), "sequence", "unplaceable").inc(n)
 
     def _set_aside(self, topic: str, rows: pa.Table, error: BaseException) -> None:
-        self._count_rejected(topic, self._letters.unwritable(topic, rows, error))
+        n = self._letters.unwritable(topic, rows, error)
+        self._count_rejected(topic, n)
+        self.metrics.dead_letters.labels(self._table_of(topic), "commit", "unwritable").inc(n)
+
+    def _table_of(self, topic: str) -> str:
+        return TABLE_FOR_STREAM[self._stream_of[topic]]
 
     def _count_rejected(self, topic: str, n: int) -> None:
         with self._lock:  # the committer thread sets rows aside too
@@ -657,6 +690,7 @@ class IngestApp:
             consumer.commit(offsets=offsets, asynchronous=True)
         except Exception as e:  # advisory only: lag metrics may lag, nothing else depends on it
             self._log.warning("advisory_commit_failed", error=str(e))
+            self.metrics.error("advisory_commit", e)
 
     # -- rebalancing -------------------------------------------------------------------------
 
@@ -711,6 +745,7 @@ class IngestApp:
             self._committer.flush_now(then=lambda: self._forget(partitions))
         except Exception as e:  # the loop stops ingest on it; the partitions are forgotten anyway
             self._log.error("revoke_commit_failed", error=str(e), exception=type(e).__name__)
+            self.metrics.error("revoke_commit", e)
             self._committer.error = e
             self._forget(partitions)
         consumer.unassign()
@@ -723,7 +758,9 @@ class IngestApp:
         with self._lock:
             by_table: dict[str, set[int]] = defaultdict(set)
             for tp in partitions:
-                self._parts.pop((tp.topic, tp.partition), None)
+                part = self._parts.pop((tp.topic, tp.partition), None)
+                if part is not None:  # its sequencing totals stay in the exported counters
+                    self._collector.retire(self._table_of(tp.topic), part.sequencing)
                 self._deferred.forget(tp.topic, tp.partition)
                 by_table[TABLE_FOR_STREAM[self._stream_of[tp.topic]]].add(tp.partition)
             dropped = sum(self.buffer.drop_partitions(t, ps) for t, ps in by_table.items())
@@ -756,11 +793,43 @@ class IngestApp:
             deferred_lost=self.report.deferred_lost,
             partitions=sorted(f"{t}[{p}]" for t, p in owned),
             live_endpoint=self.live_endpoint,
+            metrics_endpoint=self.metrics_endpoint,
         )
         try:
             write_status(self._s.ingest.status_dir, status)
         except OSError as e:  # status is for operators; ingest goes on without it
             self._log.warning("status_write_failed", error=str(e), path=str(self._s.ingest.status_dir))
+            self.metrics.error("status_write", e)
+
+    def _partition_facts(self) -> list[PartitionFacts]:
+        """Each owned partition as the metrics collector reads it (at scrape time, not per batch)."""
+        out: list[PartitionFacts] = []
+        with self._lock:
+            for (topic, p), part in self._parts.items():
+                high, pos = self._high.get((topic, p)), part.position()
+                pending, oldest = self._deferred.pending({(topic, p)})
+                tracker = part.sequencing.tracker
+                deferred_gaps = 0
+                classes = self._deferred.pending_classes(topic, p) if pending else frozenset()
+                if classes:  # bounded by ingest.tracker_max_open_gaps, and only while shed work waits
+                    stream = self._stream_of[topic]
+                    deferred_gaps = sum(
+                        1 for g in tracker.open_gaps() if self._class_of(stream, g.symbol.encode()) in classes
+                    )
+                out.append(
+                    PartitionFacts(
+                        topic,
+                        p,
+                        self._table_of(topic),
+                        None if high is None else max(0, high - (pos or 0)),
+                        tracker.stats(),
+                        part.sequencing.dedup.stats(),
+                        pending,
+                        oldest,
+                        deferred_gaps,
+                    )
+                )
+        return out
 
     def _log_progress(self) -> None:
         self._log.info(
@@ -781,6 +850,12 @@ def _query_high_watermarks(
         (topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
         for topic, p in partitions
     }
+
+
+def _keep_newest(into: list[Any], new: list[Any], keep: int) -> None:
+    into += new
+    if len(into) > keep:
+        del into[: len(into) - keep]
 
 
 def _add_counts(into: dict[str, int], counts: dict[str, int]) -> None:

@@ -41,6 +41,7 @@ from k2.config import IcebergSettings, IngestSettings
 from k2.deferred_ledger import DeferredLedger
 from k2.errors import CommitConflict
 from k2.ingest.dlq import DeadLetterQueue
+from k2.ingest.metrics import TableFacts, table_facts
 from k2.lake.append import day_numbers
 from k2.lake.maintenance import expire_snapshots
 from k2.lake.probe import unwritable_rows
@@ -48,6 +49,7 @@ from k2.lake.tables import GAPS_SCHEMA, market_arrow_schema
 from k2.lake.writer import TableWriter
 from k2.live_buffer import BufferContent, LiveBuffer
 from k2.logs import get_logger
+from k2.observability import IngestMetrics
 from k2.sequence_tracker import Gap
 from k2.wire import Stream
 
@@ -126,6 +128,7 @@ class Committer:
         ingest: IngestSettings,
         iceberg: IcebergSettings,
         set_aside: SetAside,
+        metrics: IngestMetrics | None = None,
     ) -> None:
         self._buffer = buffer
         self._writers = writers
@@ -146,6 +149,11 @@ class Committer:
         self.error: BaseException | None = None
         self.rows_committed: dict[str, int] = {}
         self.last_rows_committed_at: float | None = None
+        # Read by the metrics collector at scrape time: wall clock of each table's last commit,
+        # and its size as the metadata said then.
+        self.last_commit_at: dict[str, float] = {}
+        self.table_facts: dict[str, TableFacts] = {}
+        self._metrics = metrics if metrics is not None else IngestMetrics(process=False)
         self._commits_by_table: dict[str, int] = {}
         self._stats_lock = threading.Lock()  # table commits run in parallel threads
         self._thread = threading.Thread(target=self._run, name="k2-committer", daemon=True)
@@ -197,6 +205,7 @@ class Committer:
                 self._flush()
         except BaseException as e:  # surfaced to the consumer loop, which stops ingest
             _log.error("commit_failed", error=str(e), exception=type(e).__name__)
+            self._metrics.error("committer", e)
             self.error = e
 
     def _flush(self) -> None:
@@ -227,17 +236,26 @@ class Committer:
         writer = self._writers[s.stream]
         rows = content.table(writer.name)
         rows = market_arrow_schema(s.stream).empty_table() if rows is None else prepare_rows(s.stream, rows)
+        m = self._metrics
         try:
             result = writer.commit(rows, s.offsets, s.expected, s.deferred)
         except CommitConflict:
+            m.commit_failures.labels(writer.name, "offset_conflict").inc()
             raise
         except Exception as e:
             bad = unwritable_rows(writer.table, rows)
             if bad is None:  # not the rows' fault: the catalog or storage; ingest stops
+                m.commit_failures.labels(writer.name, "storage").inc()
                 raise
+            m.commit_failures.labels(writer.name, "unwritable_rows").inc()
             rows = self._set_aside_rows(s, rows, bad, e)
             result = writer.commit(rows, s.offsets, s.expected, s.deferred)
+        m.commit_duration.labels(writer.name).observe(result.seconds)
+        m.commit_rows.labels(writer.name).observe(rows.num_rows)
+        if result.attempts > 1:
+            m.commit_retries.labels(writer.name).inc(result.attempts - 1)
         with self._stats_lock:
+            self.last_commit_at[writer.name] = time.time()
             self.rows_committed[writer.name] = self.rows_committed.get(writer.name, 0) + rows.num_rows
             if rows.num_rows:
                 self.last_rows_committed_at = time.time()
@@ -260,6 +278,13 @@ class Committer:
                 writer.table, self._iceberg.expire_snapshots_older_than_s, self._iceberg.keep_min_snapshots
             )
             _log.info("snapshots_expired", table=writer.name, count=expired)
+            m.maintenance_runs.labels(writer.name, "expire_snapshots").inc()
+            m.snapshots_expired.labels(writer.name).inc(expired)
+        try:  # after expiry, so the snapshot count is current
+            self.table_facts[writer.name] = table_facts(writer.table)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # metrics only: ingest goes on
+            _log.warning("table_facts_unreadable", table=writer.name, error=str(e))
+            m.error("table_facts", e)
 
     def _set_aside_rows(
         self, s: StreamWork, rows: pa.Table, bad: np.ndarray, error: BaseException

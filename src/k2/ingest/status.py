@@ -39,6 +39,7 @@ class IngestStatus:
     deferred_lost: int
     partitions: list[str] = field(default_factory=list)
     live_endpoint: str | None = None  # grpc://host:port serving this process's live buffer
+    metrics_endpoint: str | None = None  # http://host:port/metrics serving its Prometheus metrics
 
 
 def write_status(directory: Path, status: IngestStatus) -> Path:
