@@ -428,7 +428,7 @@ class Engine:
             rows, truncated = self._sandbox.run(
                 cur, statement, max_rows=min(max_rows, self._s.max_rows), timeout_s=self._s.sql_timeout_s
             )
-        return QueryResult(rows, self._coverage(reads, None, None), truncated)
+        return QueryResult(_whole_numbers(rows), self._coverage(reads, None, None), truncated)
 
     def _dataset(self, pinned: PinnedTable) -> ds.Dataset:
         key = (pinned.name, pinned.snapshot_id or 0)
@@ -499,6 +499,18 @@ def _add_live_facts(cov: Coverage, fetches: list[LiveFetch]) -> None:
             level = piece.process.get("level")
             if isinstance(level, int) and (cov.level is None or level > cov.level):
                 cov.level, cov.level_name = level, piece.process.get("level_name")
+
+
+def _whole_numbers(rows: pa.Table) -> pa.Table:
+    """DuckDB widens ``sum(BIGINT)`` to HUGEINT (Arrow decimal128(38, 0)); give a quant an integer
+    when every value fits in int64, as the typed endpoints do, and keep the decimal otherwise."""
+    for i, f in enumerate(rows.schema):
+        if pa.types.is_decimal(f.type) and f.type.scale == 0:
+            try:
+                rows = rows.set_column(i, f.name, rows.column(i).cast(pa.int64()))
+            except pa.ArrowInvalid:  # a value past int64: the exact decimal stays
+                continue
+    return rows
 
 
 def _filter(rows: pa.Table, exchange: str | None, session: int | None) -> pa.Table:

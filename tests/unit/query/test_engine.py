@@ -654,6 +654,17 @@ def test_sql_count_is_history_plus_live_and_joins_work(lake: Lake) -> None:
     assert joined == [{"symbol": s, "n": n} for s, n in sorted(per.items())]
 
 
+def test_sql_sums_of_quantities_come_back_as_integers(lake: Lake) -> None:
+    rows = _seq_trades(0, range(0, 12))
+    lake.commit("trades", rows)
+    engine = build_engine(lake, FakeLive())
+
+    out = engine.sql("SELECT sum(qty) AS volume FROM trades", max_rows=5).rows
+
+    assert out.schema.field("volume").type == pa.int64()
+    assert out.to_pylist() == [{"volume": sum(r["qty"] for r in rows)}]
+
+
 def test_sql_over_an_empty_table_and_the_gaps_view(history_engine: Engine) -> None:
     assert history_engine.sql("SELECT count(*) AS n FROM reference_data", max_rows=5).rows.to_pylist() == [
         {"n": 0}
