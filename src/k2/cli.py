@@ -484,6 +484,44 @@ def bench_degrade(
     console.print(f"results written to {out}")
 
 
+@bench_app.command("query")
+def bench_query(
+    out: Annotated[Path, typer.Option(help="Where to write the results (JSON).")] = Path(
+        "bench-results/query.json"
+    ),
+    repeat: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Live runs (history is written once); the summary gives medians and ranges."
+        ),
+    ] = 1,
+    history_rows: Annotated[int, typer.Option(min=1, help="Synthetic trades of history.")] = 10_000_000,
+    history_commits: Annotated[int, typer.Option(min=1, help="Commits the history is written in.")] = 200,
+    live_trades: Annotated[
+        int, typer.Option(min=0, help="Trades in ingest's buffer before measuring.")
+    ] = 500_000,
+    sustainable_rate: Annotated[
+        float | None, typer.Option(help="Ingest's sustainable msg/s (default: measured in the run).")
+    ] = None,
+    window_s: Annotated[float, typer.Option(help="Seconds of each ingest-throughput window.")] = 15.0,
+) -> None:
+    """API latency and freshness over history ∪ live under ingest; DuckDB baseline; ingest cost of queries."""
+    from k2.bench.query import run_query_bench
+
+    run_query_bench(
+        _settings(),
+        out,
+        repeat=repeat,
+        history_rows=history_rows,
+        history_commits=history_commits,
+        live_trades=live_trades,
+        sustainable_rate=sustainable_rate,
+        window_s=window_s,
+        console=console,
+    )
+    console.print(f"results written to {out}")
+
+
 # -- inspection ---------------------------------------------------------------------------------
 
 
@@ -623,6 +661,47 @@ def schema(
         path = out / f"{stream}.schema.json"
         path.write_text(json.dumps(json_schema(stream), indent=2, sort_keys=True) + "\n")
         console.print(f"wrote {path}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Charts and summary.json go here.")] = Path(".k2/demo"),
+    workdir: Annotated[
+        Path, typer.Option(help="The demo's own warehouse, status files and broker (wiped each run).")
+    ] = Path(".k2/demo/work"),
+    auto: Annotated[bool, typer.Option("--auto", help="Do not wait for Enter between sections.")] = False,
+    fast: Annotated[bool, typer.Option("--fast", help="Shorter waits: under 3 minutes.")] = False,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Use this Kafka cluster (own topics) instead of starting a broker.")
+    ] = None,
+    broker_port: Annotated[
+        int | None, typer.Option(help="Start the demo's broker here (default broker.port; controller +1).")
+    ] = None,
+) -> None:
+    """The ten-minute story: every claim k2 makes, shown on the real ASX week and checked live.
+
+    Exits 1 if any check failed; writes summary.json (and charts) into --out.
+    """
+    import sys
+
+    from k2.demo import DemoOptions, run_demo
+
+    settings = _settings()
+    configure_logging(settings.log.model_copy(update={"level": "WARNING"}))  # the story narrates
+    options = DemoOptions(
+        out=out,
+        workdir=workdir,
+        interactive=sys.stdin.isatty() and not auto,
+        fast=fast,
+        bootstrap=bootstrap,
+        broker_port=broker_port,
+    )
+    try:
+        summary = run_demo(settings, options, Console())
+    except K2Error as e:
+        _fail(str(e))
+    if not summary["ok"]:
+        raise typer.Exit(1)
 
 
 @app.command("config-reference")

@@ -1,0 +1,1 @@
+"""One module per section of the demo; each ``run(ctx)`` narrates and records its checks."""
