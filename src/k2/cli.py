@@ -238,7 +238,15 @@ def ingest(
     settings = _settings()
     n = processes or settings.ingest.processes
     if n > 1:
-        pool = run_pool(n, _State.config, writer_id, exit_when_idle, max_seconds)
+        pool = run_pool(
+            n,
+            _State.config,
+            writer_id,
+            exit_when_idle,
+            max_seconds,
+            metrics_port=settings.ingest.metrics_port,
+            live_port=settings.live.port,
+        )
         result = pool.report
         if any(pool.exit_codes):
             if report is not None:

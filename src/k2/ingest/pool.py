@@ -56,20 +56,40 @@ def child_command(
     return cmd
 
 
+def child_ports(index: int, metrics_port: int, live_port: int) -> dict[str, str]:
+    """Environment giving child ``index`` its own fixed ports (base + index) where a base is set;
+    a base of 0 already means "any free port" in every child."""
+    env = {}
+    if metrics_port:
+        env["K2_INGEST__METRICS_PORT"] = str(metrics_port + index)
+    if live_port:
+        env["K2_LIVE__PORT"] = str(live_port + index)
+    return env
+
+
 def run_pool(
     processes: int,
     config: Path | None,
     writer_id: str | None = None,
     exit_when_idle: float | None = None,
     max_seconds: float | None = None,
+    metrics_port: int = 0,
+    live_port: int = 0,
 ) -> PoolResult:
-    """Run ``processes`` ingest children to completion; their merged report and exit codes."""
+    """Run ``processes`` ingest children to completion; their merged report and exit codes.
+
+    ``metrics_port``/``live_port``: fixed bases (child i listens on base + i) for static scrape
+    configs and API endpoint lists; 0 leaves each child on a free port it advertises.
+    """
     base = writer_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     log = get_logger("ingest_pool", writer=base)
     with tempfile.TemporaryDirectory(prefix="k2-ingest-") as tmp:
         reports = [Path(tmp) / f"{i}.json" for i in range(processes)]
         children = [
-            subprocess.Popen(child_command(i, base, reports[i], config, exit_when_idle, max_seconds))
+            subprocess.Popen(
+                child_command(i, base, reports[i], config, exit_when_idle, max_seconds),
+                env={**os.environ, **child_ports(i, metrics_port, live_port)},
+            )
             for i in range(processes)
         ]
         log.info("started", processes=processes, pids=[c.pid for c in children])
