@@ -154,6 +154,11 @@ class Committer:
         self.last_commit_at: dict[str, float] = {}
         self.table_facts: dict[str, TableFacts] = {}
         self._metrics = metrics if metrics is not None else IngestMetrics(process=False)
+        # Every series exists from the start at 0, so rate()/increase() see a process's first failure.
+        for writer in writers.values():
+            self._metrics.commit_retries.labels(writer.name)
+            for reason in ("offset_conflict", "unwritable_rows", "storage"):
+                self._metrics.commit_failures.labels(writer.name, reason)
         self._commits_by_table: dict[str, int] = {}
         self._stats_lock = threading.Lock()  # table commits run in parallel threads
         self._thread = threading.Thread(target=self._run, name="k2-committer", daemon=True)
