@@ -69,6 +69,7 @@ class LiveTicket:
     start_us: int | None = None
     end_us: int | None = None
     columns: tuple[str, ...] | None = None
+    last: int | None = None  # only the newest ``last`` matching rows by ts
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -78,6 +79,7 @@ class LiveTicket:
                 "start_us": self.start_us,
                 "end_us": self.end_us,
                 "columns": None if self.columns is None else list(self.columns),
+                "last": self.last,
             }
         ).encode()
 
@@ -92,7 +94,7 @@ class LiveTicket:
             raise ValueError(f"ticket is not JSON: {e}") from e
         if not isinstance(doc, dict):
             raise ValueError("ticket must be a JSON object")
-        unknown = set(doc) - {"table", "symbols", "start_us", "end_us", "columns"}
+        unknown = set(doc) - {"table", "symbols", "start_us", "end_us", "columns", "last"}
         if unknown:
             raise ValueError(f"ticket has unknown keys {sorted(unknown)}")
         table = doc.get("table")
@@ -104,6 +106,7 @@ class LiveTicket:
             start_us=_micros(doc.get("start_us"), "start_us"),
             end_us=_micros(doc.get("end_us"), "end_us"),
             columns=_strings(doc.get("columns"), "columns"),
+            last=_count(doc.get("last")),
         )
 
 
@@ -145,6 +148,12 @@ def _strings(value: object, name: str) -> tuple[str, ...] | None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"ticket.{name} must be null or a list of strings")
     return tuple(value)
+
+
+def _count(value: object) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError("ticket.last must be null or a positive integer")
 
 
 def _micros(value: object, name: str) -> int | None:

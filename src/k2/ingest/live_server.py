@@ -129,11 +129,14 @@ class LiveServer(fl.FlightServerBase):
 
 
 def select_rows(view: LiveView, ticket: LiveTicket) -> pa.Table:
-    """The rows of ``view`` that ``ticket`` asks for, as one table (chunks kept, not concatenated).
+    """The rows of ``view`` that ``ticket`` asks for, as one table.
 
-    Columnar throughout: one mask per chunk from Arrow compute; a chunk with no match is skipped,
-    a chunk that matches entirely is passed through as is, and with no filter every chunk is (so
-    the answer references the buffer's own memory).
+    The buffer's chunks (one per consumed batch, thousands of them in a large buffer) are joined
+    zero-copy into one chunked table, so each filter is one Arrow compute call that loops over the
+    chunks in C++ with the GIL released, instead of one Python-level call per chunk that must win
+    the GIL back from the consume loop every time (measured: 0.4-10 s vs ~0.1 s for 1.2M rows with
+    a busy thread beside it). With no filter the answer references the buffer's own memory.
+    ``ticket.last``: only the newest ``last`` rows by ``ts`` of those that match.
 
     Raises:
         ValueError: a column the ticket names, or filters on, is not in the table.
@@ -146,27 +149,23 @@ def select_rows(view: LiveView, ticket: LiveTicket) -> pa.Table:
         raise ValueError(f"unknown columns {missing}; the table has {names}")
     if ticket.symbols is not None and "symbol" not in names:
         raise ValueError("symbols given but the table has no symbol column")
-    if (ticket.start_us is not None or ticket.end_us is not None) and "ts" not in names:
-        raise ValueError("a time range given but the table has no ts column")
+    if (ticket.start_us is not None or ticket.end_us is not None or ticket.last is not None) and (
+        "ts" not in names
+    ):
+        raise ValueError("a time range or last given but the table has no ts column")
 
-    mask_of = _mask_builder(schema, ticket)
-    kept: list[pa.Table] = []
-    for chunk in view.chunks:
-        if chunk.num_rows == 0:
-            continue
-        mask = mask_of(chunk) if mask_of is not None else None
-        if mask is None:
-            kept.append(chunk.select(columns) if ticket.columns is not None else chunk)
-            continue
-        matched = pc.sum(mask).as_py() or 0  # None on an empty chunk
-        if matched == 0:
-            continue
-        projected = chunk.select(columns) if ticket.columns is not None else chunk
-        kept.append(projected if matched == chunk.num_rows else projected.filter(mask))
+    chunks = [c for c in view.chunks if c.num_rows]
     projected_schema = pa.schema([schema.field(c) for c in columns])
-    if not kept:
+    if not chunks:
         return pa.Table.from_batches([], schema=projected_schema)
-    return pa.concat_tables(kept) if len(kept) > 1 else kept[0]
+    table = pa.concat_tables(chunks) if len(chunks) > 1 else chunks[0]
+    mask_of = _mask_builder(schema, ticket)
+    if mask_of is not None:
+        table = table.filter(mask_of(table))
+    if ticket.last is not None and table.num_rows > ticket.last:
+        newest = pc.select_k_unstable(table, k=ticket.last, sort_keys=[("ts", "descending")])
+        table = table.take(newest)
+    return table.select(columns) if ticket.columns is not None else table
 
 
 def _mask_builder(schema: pa.Schema, ticket: LiveTicket) -> Callable[[pa.Table], Any] | None:

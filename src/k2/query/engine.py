@@ -136,7 +136,9 @@ class Engine:
         """``mode``: "all" rows in range; "newest": at least the newest ``want`` of ``exchange``
         and ``session`` (the caller filters by them); "last": the last row of each symbol and
         exchange (per history file; the caller picks the newest)."""
-        live = self._live_part(table, symbols, start_us, end_us, as_of)
+        # The newest N can be cut at the source only when the caller keeps every row it gets.
+        last = want if mode == "newest" and exchange is None and session is None else None
+        live = self._live_part(table, symbols, start_us, end_us, as_of, last)
         history = self._history_rows(
             live.pinned, symbols, start_us, end_us, mode, want, live.rows_list, exchange, session
         )
@@ -152,11 +154,20 @@ class Engine:
         start_us: int | None,
         end_us: int | None,
         as_of: AsOf | None,
+        last: int | None = None,
     ) -> _LivePart:
-        """Steps 1-3 of the read rule: buffers first, then the snapshot, then the merge."""
+        """Steps 1-3 of the read rule: buffers first, then the snapshot, then the merge.
+
+        ``last``: each buffer sends only its newest ``last`` matching rows. Still exact for "the
+        newest N": a row among the newest N overall is among the newest N of its own buffer, and the
+        rows the merge then drops (below S[p]) are in the snapshot."""
         fetched = None
         if as_of is None and self._live is not None:
-            fetched = self._live.fetch(table, sorted(symbols) if symbols else None, start_us, end_us)
+            symbol_list = sorted(symbols) if symbols else None
+            if last is None:
+                fetched = self._live.fetch(table, symbol_list, start_us, end_us)
+            else:
+                fetched = self._live.fetch(table, symbol_list, start_us, end_us, last=last)
         pinned = self._history.pin(table, as_of)
         live_rows: list[pa.Table] = []
         live_from: dict[int, int] = {}

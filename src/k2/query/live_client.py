@@ -80,6 +80,7 @@ class LiveClient:
         start_us: int | None = None,
         end_us: int | None = None,
         columns: Iterable[str] | None = None,
+        last: int | None = None,
     ) -> LiveFetch:
         """Rows of ``table`` with ``symbol`` in ``symbols`` and ``ts`` in ``[start_us, end_us)``
         (None: no bound), projected to ``columns``, from every endpoint that answers in time."""
@@ -89,6 +90,7 @@ class LiveClient:
             start_us=start_us,
             end_us=end_us,
             columns=None if columns is None else tuple(columns),
+            last=last,
         ).encode()
         result = LiveFetch()
         asked: dict[str, Future[LivePiece]] = {}

@@ -119,12 +119,18 @@ def test_no_filter_passes_the_buffers_through_without_copying() -> None:
     assert addresses(out) == addresses(*chunks)
 
 
-def test_a_chunk_that_matches_entirely_is_not_copied_and_one_without_match_is_skipped() -> None:
-    whole, none = chunk([("BHP", 1, 0), ("BHP", 2, 1)]), chunk([("CBA", 3, 2)])
+def test_last_keeps_only_the_newest_matching_rows_across_chunks() -> None:
+    older = chunk([("BHP", 1, 0), ("CBA", 2, 1), ("BHP", 3, 2)])
+    newer = chunk([("BHP", 5, 3), ("CBA", 6, 4), ("BHP", 4, 5)])
 
-    out = select_rows(view(whole, none), LiveTicket("trades", symbols=("BHP",)))
+    out = select_rows(view(older, newer), LiveTicket("trades", symbols=("BHP",), last=2))
 
-    assert addresses(out) == addresses(whole)
+    assert sorted(out["kafka_offset"].to_pylist()) == [3, 5]  # ts 5 and 4, whatever the chunk
+
+
+def test_last_must_be_a_positive_count() -> None:
+    with pytest.raises(ValueError, match="last"):
+        LiveTicket.decode(b'{"table": "trades", "last": 0}')
 
 
 def test_columns_are_projected_in_the_order_asked() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import In
 from pyiceberg.io import load_file_io
@@ -150,6 +151,7 @@ class FakeLive:
     failed: dict[str, str] = field(default_factory=dict)
     before_return: Callable[[str], None] | None = None
     calls: list[tuple[str, tuple[str, ...] | None, int | None, int | None]] = field(default_factory=list)
+    lasts: list[int | None] = field(default_factory=list)
 
     def add(
         self,
@@ -173,9 +175,12 @@ class FakeLive:
         start_us: int | None = None,
         end_us: int | None = None,
         columns: Iterable[str] | None = None,
+        last: int | None = None,
     ) -> LiveFetch:
+        """Like an ingest process: filter at the source, and with ``last`` send only the newest."""
         wanted = None if symbols is None else tuple(symbols)
         self.calls.append((table, wanted, start_us, end_us))
+        self.lasts.append(last)
         out = LiveFetch(failed=dict(self.failed))
         for piece in self.pieces.get(table, []):
             if piece.endpoint in self.failed:
@@ -183,7 +188,7 @@ class FakeLive:
             out.pieces.append(
                 LivePiece(
                     piece.endpoint,
-                    _source_filter(piece.table, wanted, start_us, end_us),
+                    _newest(_source_filter(piece.table, wanted, start_us, end_us), last),
                     piece.partitions,
                     piece.process,
                 )
@@ -195,6 +200,12 @@ class FakeLive:
     def ping_all(self) -> dict[str, dict[str, Any] | str]:
         names = {p.endpoint for ps in self.pieces.values() for p in ps} | set(self.failed)
         return {n: self.failed.get(n, {"level": 0}) for n in sorted(names)}
+
+
+def _newest(t: pa.Table, last: int | None) -> pa.Table:
+    if last is None or t.num_rows <= last:
+        return t
+    return t.take(pc.select_k_unstable(t, k=last, sort_keys=[("ts", "descending")]))
 
 
 def _source_filter(
