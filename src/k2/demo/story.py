@@ -28,7 +28,7 @@ from k2.broker import LocalBroker
 from k2.config import Settings
 from k2.demo.checks import Check, CheckRecorder, Status
 from k2.demo.context import DemoContext
-from k2.demo.sections import landing, live, pending, positioning, quant
+from k2.demo.sections import costs, crash, landing, live, pending, positioning, quality, quant
 from k2.demo.world import DemoOptions, demo_settings, free_port, is_demo_workdir, prepare_workdir
 
 __all__ = ["SECTIONS", "Section", "run_demo"]
@@ -45,11 +45,11 @@ SECTIONS: tuple[Section, ...] = (
     Section(1, "What k2 is, and what it is not", positioning.run),
     Section(2, "The real ASX week, replayed through Kafka into Iceberg", landing.run),
     Section(3, "Live before durable", live.run),
-    Section(4, "Data quality: gaps, duplicates, late arrivals, poison", pending.data_quality),
+    Section(4, "Data quality: gaps, duplicates, late arrivals, poison", quality.run),
     Section(5, "Overload: shed, stay fresh, backfill", pending.overload),
-    Section(6, "Crash: kill -9 mid-stream, exactly once after", pending.crash),
+    Section(6, "Crash: kill -9 mid-stream, exactly once after", crash.run),
     Section(7, "Questions a quant asks", quant.run),
-    Section(8, "Cost per million messages", pending.cost),
+    Section(8, "Cost per million messages", costs.run),
 )
 
 _MARK = {
