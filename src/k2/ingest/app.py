@@ -131,6 +131,7 @@ class IngestApp:
         self._parts: dict[tuple[str, int], _Partition] = {}
         self.buffer = LiveBuffer()
         self.metrics = IngestMetrics()
+        self._dlq = parts.dlq
         self._letters = DeadLetterRouter(
             parts.dlq, settings.kafka.bootstrap_servers, settings.kafka.client_properties
         )
@@ -270,6 +271,7 @@ class IngestApp:
             self._committer.stop()
             self._consumer.close()
             self._backfill.close()
+            self._dlq.close()
             # A clean stop leaves no status behind; a crashed process's file stays, and ages.
             (self._s.ingest.status_dir / f"{self.writer_id}.json").unlink(missing_ok=True)
             self.report.seconds = time.monotonic() - started

@@ -120,6 +120,13 @@ class DeadLetterQueue:
         if undelivered or self._errors:
             raise K2Error(f"DLQ delivery failed: {undelivered} undelivered, errors {self._errors[:3]}")
 
+    def close(self) -> None:
+        """Let go of the producer (its broker connections and threads). Every letter was already
+        flushed by the commit that moved offsets past it; nothing is sent after this."""
+        close = getattr(self._producer, "close", None)
+        if close is not None:
+            close()
+
     def _produce(self, letter: DeadLetter, limit: int) -> None:
         record = build_record(letter, self._writer_id, limit)
         if record.cut:

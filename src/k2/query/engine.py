@@ -34,7 +34,7 @@ from pyiceberg.io import load_file_io
 from k2.config import ApiSettings, Settings
 from k2.errors import QueryRejected
 from k2.lake.tables import GAPS_SCHEMA, GAPS_TABLE, market_arrow_schema
-from k2.query.file_cache import FileCache
+from k2.query.file_cache import FileCache, trade_totals
 from k2.query.history import History, PinnedTable
 from k2.query.live_client import LiveClient, LiveFetch, endpoints_from_status
 from k2.query.merge import LiveSide, merge_live
@@ -365,15 +365,23 @@ class Engine:
     ) -> QueryResult:
         wanted = _check_symbols(symbols)
         start, end, session = _bounds(when)
-        r = self._read("trades", wanted, start, end, as_of)
-        rows = _filter(r.rows, exchange, session).select(["exchange", "symbol", "session", "price", "qty"])
+        live = self._live_part("trades", wanted, start, end, as_of)
+        files = [f for f in live.pinned.files if f.may_hold(start, end, wanted)]
+        if when.start is None and when.end is None:
+            # Whole trading days: history adds up each file's per-day totals (computed once).
+            history = [self._cache.get(f.path).totals(wanted) for f in files]
+        else:
+            history = [trade_totals(self._cache.get(f.path).rows(wanted, start, end)) for f in files]
+        parts = [t for t in [*history, *(trade_totals(r) for r in live.rows_list)] if t.num_rows]
+        totals = _filter(pa.concat_tables(parts), exchange, session) if parts else trade_totals(None)
         sql = """
-            SELECT exchange, symbol, session AS trading_day, sum(price * qty) / sum(qty) AS vwap,
-                   CAST(sum(qty) AS BIGINT) AS volume, count(*) AS trades
+            SELECT exchange, symbol, session AS trading_day, sum(pq) / sum(q) AS vwap,
+                   CAST(sum(q) AS BIGINT) AS volume, CAST(sum(n) AS BIGINT) AS trades
             FROM t GROUP BY exchange, symbol, session ORDER BY symbol, trading_day, exchange
         """
-        out, truncated = self._run(sql, {"t": rows}, self._s.max_rows)
-        return QueryResult(_fix_days(out), self._coverage({"trades": r}, as_of, wanted), truncated)
+        out, truncated = self._run(sql, {"t": totals}, self._s.max_rows)
+        live.read.rows = totals
+        return QueryResult(_fix_days(out), self._coverage({"trades": live.read}, as_of, wanted), truncated)
 
     def snapshot(self, *, symbols: list[str] | None, exchange: str | None) -> QueryResult:
         wanted = _check_symbols(symbols)

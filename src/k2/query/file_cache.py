@@ -17,14 +17,56 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["CachedFile", "FileCache"]
+__all__ = ["TOTALS_SCHEMA", "CachedFile", "FileCache", "trade_totals"]
+
+
+TOTALS_SCHEMA = pa.schema(
+    [
+        ("exchange", pa.string()),
+        ("symbol", pa.string()),
+        ("session", pa.int32()),
+        ("pq", pa.float64()),
+        ("q", pa.int64()),
+        ("n", pa.int64()),
+    ]
+)
+
+
+def trade_totals(rows: pa.Table | None) -> pa.Table:
+    """Per (exchange, symbol, session): sum(price * qty), sum(qty), count — what a VWAP adds up."""
+    if rows is None or rows.num_rows == 0:
+        return TOTALS_SCHEMA.empty_table()
+    grouped = (
+        pa.table(
+            {
+                "exchange": rows["exchange"],
+                "symbol": rows["symbol"],
+                "session": rows["session"],
+                "pq": pc.multiply(rows["price"], rows["qty"].cast(pa.float64())),
+                "q": rows["qty"],
+            }
+        )
+        .group_by(["exchange", "symbol", "session"])
+        .aggregate([("pq", "sum"), ("q", "sum"), ("q", "count")])
+    )
+    return pa.table(
+        [
+            grouped["exchange"],
+            grouped["symbol"],
+            grouped["session"],
+            grouped["pq_sum"],
+            grouped["q_sum"],
+            grouped["q_count"],
+        ],
+        schema=TOTALS_SCHEMA,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +74,18 @@ class CachedFile:
     table: pa.Table  # sorted by (symbol, ts)
     index: dict[str, tuple[int, int]]  # symbol -> [start, stop) row range
     one_exchange: bool = True  # every row has the same exchange (the common case)
+    _memo: dict[str, pa.Table] = field(default_factory=dict)  # derived once per file, on first use
+
+    def totals(self, symbols: frozenset[str] | None) -> pa.Table:
+        """Per (exchange, symbol, session): sum(price * qty) ``pq``, sum(qty) ``q`` and the count
+        ``n`` of this file's trades. A file never changes, so a day's VWAP over history adds up
+        these small tables instead of re-reading every trade (10M rows: ~200 files x symbols)."""
+        totals = self._memo.get("totals")
+        if totals is None:
+            totals = self._memo["totals"] = trade_totals(self.table)
+        if symbols is None:
+            return totals
+        return totals.filter(pc.is_in(totals["symbol"], pa.array(sorted(symbols), pa.string())))
 
     def rows(
         self, symbols: frozenset[str] | None, start_us: int | None = None, end_us: int | None = None
