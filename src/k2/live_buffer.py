@@ -26,6 +26,15 @@ import pyarrow.compute as pc
 
 __all__ = ["BufferContent", "LiveBuffer"]
 
+# Small chunks are merged as they pile up, LSM-style: whenever the last _FAN_IN chunks of a table
+# are of one size class, they become one chunk (up to _MAX_MERGED_ROWS). A paced feed gives one
+# small chunk per consumed batch (hundreds of rows), and every reader (a live query, the commit's
+# sort) pays per chunk and per column: 1,500 chunks of 1,000 rows filter in ~150 ms, one chunk
+# in ~20 ms. Each row is copied about log16(max/batch) times, once or twice: measured 0.22 us a
+# row (2,000 appends of 650 rows: 430 ms instead of 143 ms; a one-symbol read 23 ms instead of 250).
+_FAN_IN = 16
+_MAX_MERGED_ROWS = 262_144
+
 
 @dataclass(slots=True)
 class BufferContent:
@@ -57,9 +66,10 @@ class LiveBuffer:
         if rows.num_rows == 0:
             return
         with self._lock:
-            self._content.chunks.setdefault(table_name, []).append(rows)
+            chunks = self._content.chunks.setdefault(table_name, [])
+            chunks.append(rows)
             self._content.rows += rows.num_rows
-            self._content.nbytes += rows.nbytes
+            self._content.nbytes += rows.nbytes + _merge_tail(chunks)
             if self._oldest is None:
                 self._oldest = now
 
@@ -138,3 +148,29 @@ class LiveBuffer:
         with self._lock:
             out = [c for tables in self._inflight.values() for c in tables.get(table_name, [])]
             return out + self._content.chunks.get(table_name, [])
+
+
+def _size_class(rows: int) -> int:
+    """0 below 1,024 rows, then one class per factor of _FAN_IN."""
+    c = 0
+    while rows >= 1024:
+        rows //= _FAN_IN
+        c += 1
+    return c
+
+
+def _merge_tail(chunks: list[pa.Table]) -> int:
+    """Merge the tail of ``chunks`` in place while its last _FAN_IN chunks share a size class;
+    returns the change in bytes held. Order is kept, so offsets stay in arrival order."""
+    delta = 0
+    while len(chunks) >= _FAN_IN:
+        tail = chunks[-_FAN_IN:]
+        klass = _size_class(tail[-1].num_rows)
+        if any(_size_class(c.num_rows) != klass for c in tail):
+            break
+        if sum(c.num_rows for c in tail) > _MAX_MERGED_ROWS:
+            break
+        merged = pa.concat_tables(tail).combine_chunks()
+        delta += merged.nbytes - sum(c.nbytes for c in tail)
+        chunks[-_FAN_IN:] = [merged]
+    return delta

@@ -166,3 +166,18 @@ def test_dropping_a_partition_also_drops_its_rows_in_flight() -> None:
     buf.drop_partitions("trades", {1})
 
     assert [o for c in buf.read("trades") for o in offsets_of(c)] == [(0, 0), (0, 1)]
+
+
+def test_many_small_appends_are_merged_into_few_chunks_in_offset_order() -> None:
+    buf = LiveBuffer()
+    for i in range(1000):
+        buf.append("trades", rows(0, range(i * 10, i * 10 + 10)), now=float(i))
+
+    chunks = buf.read("trades")
+
+    assert len(chunks) < 100  # 1,000 batches of 10 rows
+    assert [o for c in chunks for o in offsets_of(c)] == [(0, o) for o in range(10_000)]
+    assert buf.rows == 10_000
+    assert buf.nbytes == sum(c.nbytes for c in chunks)
+    content = buf.take()
+    assert offsets_of(content.table("trades")) == [(0, o) for o in range(10_000)]

@@ -336,29 +336,56 @@ class Engine:
         if symbols is None:
             raise QueryRejected("bad_parameter", "bars need a symbol")
         start, end, session = _bounds(when)
-        r = self._read("trades", symbols, start, end, as_of)
-        rows = _filter(r.rows, exchange, session).select(
-            ["exchange", "symbol", "session", "seq", "ts", "price", "qty"]
-        )
-        bucket = (
-            "session" if interval is BarInterval.DAY_1 else f"epoch_us(ts) // {interval.seconds * 1_000_000}"
-        )
-        start_expr = (
-            "min(ts)"
-            if interval is BarInterval.DAY_1
-            else f"make_timestamptz(any_value(b) * {interval.seconds * 1_000_000})"
-        )
+        width = 0 if interval is BarInterval.DAY_1 else interval.seconds * 1_000_000
+        if when.start is None and when.end is None:
+            # Whole trading days: history adds up each file's per-bucket partial bars (computed
+            # once per immutable file), the live part is aggregated the same way per query.
+            live = self._live_part("trades", symbols, start, end, as_of)
+            files = [f for f in live.pinned.files if f.may_hold(start, end, symbols)]
+            parts = [self._file_partials(f.path, symbol, width) for f in files]
+            parts += [self._partials(t, width) for t in live.rows_list if t.num_rows]
+            read = live.read
+        else:
+            read = self._read("trades", symbols, start, end, as_of)
+            parts = [self._partials(read.rows, width)]
+        parts = [p for p in parts if p.num_rows]
+        partials = pa.concat_tables(parts) if parts else self._partials(_TRADE_SLICE.empty_table(), width)
+        partials = _filter(partials, exchange, session)
+        start_expr = "min(o_ts)" if not width else f"make_timestamptz(any_value(b) * {width})"
         sql = f"""
-            SELECT {start_expr} AS bar_start, any_value(exchange) AS exchange, any_value(symbol) AS symbol,
+            SELECT {start_expr} AS bar_start, exchange, any_value(symbol) AS symbol,
                    min(session) AS trading_day,
-                   first(price ORDER BY ts, seq) AS open, max(price) AS high, min(price) AS low,
-                   last(price ORDER BY ts, seq) AS close, CAST(sum(qty) AS BIGINT) AS volume,
-                   sum(price * qty) / sum(qty) AS vwap, count(*) AS trades
-            FROM (SELECT *, {bucket} AS b FROM t) GROUP BY b, exchange ORDER BY bar_start
+                   arg_min(o, (o_ts, o_seq)) AS open, max(h) AS high, min(l) AS low,
+                   arg_max(c, (c_ts, c_seq)) AS close, CAST(sum(q) AS BIGINT) AS volume,
+                   sum(pq) / sum(q) AS vwap, CAST(sum(n) AS BIGINT) AS trades
+            FROM p GROUP BY b, exchange ORDER BY bar_start, exchange
         """
-        out, truncated = self._run(sql, {"t": rows}, min(limit, self._s.max_rows))
+        out, truncated = self._run(sql, {"p": partials}, min(limit, self._s.max_rows))
         out = _fix_bars(out, interval)
-        return QueryResult(out, self._coverage({"trades": r}, as_of, symbols), truncated)
+        return QueryResult(out, self._coverage({"trades": read}, as_of, symbols), truncated)
+
+    def _partials(self, rows: pa.Table, width: int) -> pa.Table:
+        """Partial bars of ``rows`` per (exchange, symbol, session, bucket): enough to merge exactly
+        with other parts (open/close carry their (ts, seq) to pick the earliest/latest)."""
+        bucket = "session" if not width else f"epoch_us(ts) // {width}"
+        sql = f"""
+            SELECT exchange, symbol, session, {bucket} AS b,
+                   arg_min(price, (ts, seq)) AS o, min(ts) AS o_ts, arg_min(seq, (ts, seq)) AS o_seq,
+                   arg_max(price, (ts, seq)) AS c, max(ts) AS c_ts, arg_max(seq, (ts, seq)) AS c_seq,
+                   max(price) AS h, min(price) AS l, CAST(sum(qty) AS BIGINT) AS q,
+                   sum(price * qty) AS pq, count(*) AS n
+            FROM t GROUP BY exchange, symbol, session, b
+        """
+        out, _ = self._run(sql, {"t": rows.select(_TRADE_SLICE.names)}, 10**9)
+        return out
+
+    def _file_partials(self, path: str, symbol: str, width: int) -> pa.Table:
+        cached = self._cache.get(path)
+        key = f"bars:{symbol}:{width}"
+        out = cached.memo.get(key)
+        if out is None:
+            out = cached.memo[key] = self._partials(cached.rows(frozenset([symbol])), width)
+        return out
 
     def vwap(
         self, *, symbols: list[str] | None, exchange: str | None, when: TimeRange, as_of: AsOf | None
@@ -518,6 +545,20 @@ def _add_live_facts(cov: Coverage, fetches: list[LiveFetch]) -> None:
             level = piece.process.get("level")
             if isinstance(level, int) and (cov.level is None or level > cov.level):
                 cov.level, cov.level_name = level, piece.process.get("level_name")
+
+
+# The trade columns a bar needs.
+_TRADE_SLICE = pa.schema(
+    [
+        ("exchange", pa.string()),
+        ("symbol", pa.string()),
+        ("session", pa.int32()),
+        ("seq", pa.int64()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("price", pa.float64()),
+        ("qty", pa.int64()),
+    ]
+)
 
 
 def _whole_numbers(rows: pa.Table) -> pa.Table:

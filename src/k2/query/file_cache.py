@@ -74,15 +74,16 @@ class CachedFile:
     table: pa.Table  # sorted by (symbol, ts)
     index: dict[str, tuple[int, int]]  # symbol -> [start, stop) row range
     one_exchange: bool = True  # every row has the same exchange (the common case)
-    _memo: dict[str, pa.Table] = field(default_factory=dict)  # derived once per file, on first use
+    # Derived once per file, on first use (per-day totals, partial bars per symbol and width).
+    memo: dict[str, pa.Table] = field(default_factory=dict)
 
     def totals(self, symbols: frozenset[str] | None) -> pa.Table:
         """Per (exchange, symbol, session): sum(price * qty) ``pq``, sum(qty) ``q`` and the count
         ``n`` of this file's trades. A file never changes, so a day's VWAP over history adds up
         these small tables instead of re-reading every trade (10M rows: ~200 files x symbols)."""
-        totals = self._memo.get("totals")
+        totals = self.memo.get("totals")
         if totals is None:
-            totals = self._memo["totals"] = trade_totals(self.table)
+            totals = self.memo["totals"] = trade_totals(self.table)
         if symbols is None:
             return totals
         return totals.filter(pc.is_in(totals["symbol"], pa.array(sorted(symbols), pa.string())))
