@@ -103,7 +103,7 @@ def create_app(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST"],
-        allow_headers=[API_KEY_HEADER, "Content-Type", "Accept"],
+        allow_headers=[API_KEY_HEADER, "Content-Type", "Accept", "X-Request-ID"],
         expose_headers=[
             "X-K2-Coverage",
             "X-K2-Snapshots",
@@ -111,6 +111,7 @@ def create_app(
             "X-K2-Truncated",
             "X-K2-Next-Cursor",
             "X-K2-As-Of",
+            "X-Request-ID",
             "Retry-After",
         ],
     )

@@ -100,3 +100,28 @@ def test_a_slow_query_does_not_stall_health(client: TestClient, engine: FakeEngi
         assert not slow.done()
         engine.gate.set()
         assert slow.result(timeout=10).status_code == 200
+
+
+def test_every_answer_carries_a_request_id_and_a_well_formed_one_is_kept(client: TestClient) -> None:
+    fresh = client.get("/v1/trades", params={"symbol": "BHP"}).headers["X-Request-ID"]
+    assert fresh and fresh != client.get("/v1/trades", params={"symbol": "BHP"}).headers["X-Request-ID"]
+
+    kept = client.get("/v1/trades", params={"symbol": "BHP"}, headers={"X-Request-ID": "desk-7.order_42"})
+    assert kept.headers["X-Request-ID"] == "desk-7.order_42"
+
+    # Anything that could forge a log line or flood it is replaced, not echoed.
+    for bad in ("a b", "x" * 65, "id\\nforged"):
+        r = client.get("/v1/trades", params={"symbol": "BHP"}, headers={"X-Request-ID": bad})
+        assert r.headers["X-Request-ID"] != bad
+    # Refusals before routing (here a 404) carry one too.
+    assert client.get("/nowhere").headers["X-Request-ID"]
+
+
+def test_the_request_id_is_in_the_log_of_an_unexpected_error(
+    client: TestClient, engine: FakeEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine.fail["trades"] = RuntimeError("boom")
+    r = client.get("/v1/trades", params={"symbol": "BHP"}, headers={"X-Request-ID": "trace-123"})
+    assert r.status_code == 500 and r.headers["X-Request-ID"] == "trace-123"
+    logged = capsys.readouterr()
+    assert "trace-123" in logged.out + logged.err
